@@ -1,0 +1,43 @@
+"""``leti measure``: a resumable measurement campaign on one device from params.yaml."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from leti import campaign, params, tables
+from leti.spaces import nb201
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "measure",
+        help="measure cells on a device; appends to a latency store and resumes after a stop",
+        description="Measure NAS-Bench-201 cells on a device configured under 'devices:' in params.yaml. "
+        "Results are appended as Parquet parts under STORE/DEVICE/; cells already measured with the same "
+        "configuration are skipped, so rerunning after a crash continues where it stopped.",
+    )
+    parser.add_argument("--device", required=True, help="a device name under 'devices:' in the params file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--arch", action="append", metavar="ARCH", help="an arch string (repeatable)")
+    source.add_argument("--architectures", type=Path, help="an architectures table (Parquet), e.g. data/architectures.parquet")
+    parser.add_argument("--store", type=Path, default=Path("data/latency"), help="latency store folder (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--part-size", type=int, default=10, help="cells per Parquet part (default: %(default)s)")
+    parser.add_argument("--retry-errors", action="store_true", help="measure again cells whose last attempt failed")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = params.device(args.device, args.params)
+    if args.arch:
+        archs = [nb201.format_cell(nb201.parse(arch)) for arch in args.arch]
+    else:
+        archs = tables.read(args.architectures, tables.ARCHITECTURES)["arch"].to_list()
+    result = campaign.run_campaign(
+        archs, device, args.store, part_size=args.part_size, retry_errors=args.retry_errors, progress=not args.no_progress
+    )
+    print(json.dumps(result.__dict__))
+    return 0

@@ -1,0 +1,30 @@
+"""Eager PyTorch on this machine's CPU, with a fixed intra-op thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from leti.devices.base import Backend, Protocol, time_callable
+
+
+class TorchCPU(Backend):
+    """``prepare`` puts the network in eval mode; ``run`` times it under ``torch.inference_mode``."""
+
+    name = "torch-cpu"
+
+    def prepare(self, network: torch.nn.Module, example: torch.Tensor, workdir: Path) -> torch.nn.Module:
+        return network.eval()
+
+    def run(self, artifact: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> list[float]:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(protocol.threads)
+        try:
+            with torch.inference_mode():
+                return time_callable(lambda: artifact(example), protocol)
+        finally:
+            torch.set_num_threads(previous)
+
+    def parse(self, raw: list[float]) -> list[float]:
+        return raw

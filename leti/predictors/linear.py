@@ -1,0 +1,41 @@
+"""Linear regression on one-hot op×edge features (the simplest learned baseline)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from leti import features
+from leti.predictors.base import Predictor
+
+
+class LinearPredictor(Predictor):
+    family = "linear"
+
+    def __init__(self, feature_set: str = "onehot", ridge: float = 1e-6) -> None:
+        super().__init__(feature_set=feature_set, ridge=ridge)
+        self.coef: np.ndarray | None = None
+
+    def _design(self, archs: Sequence[str]) -> np.ndarray:
+        x = features.matrix(archs, self.params["feature_set"]).astype(np.float64)
+        return np.hstack([x, np.ones((len(x), 1))])
+
+    def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> LinearPredictor:
+        x = self._design(archs)
+        # A tiny ridge keeps the one-hot design (collinear with the intercept) well posed.
+        gram = x.T @ x + self.params["ridge"] * np.eye(x.shape[1])
+        self.coef = np.linalg.solve(gram, x.T @ np.asarray(latency_ms, dtype=np.float64))
+        return self
+
+    def predict(self, archs: Sequence[str]) -> np.ndarray:
+        if self.coef is None:
+            raise RuntimeError("linear predictor is not fitted")
+        return self._design(archs) @ self.coef
+
+    def save_state(self, folder: Path) -> None:
+        np.save(folder / "coef.npy", self.coef)
+
+    def load_state(self, folder: Path) -> None:
+        self.coef = np.load(folder / "coef.npy")

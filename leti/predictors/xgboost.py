@@ -1,0 +1,66 @@
+"""Gradient-boosted trees (XGBoost) on flat features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+from leti import features
+from leti.predictors.base import Predictor
+
+
+class XGBoostPredictor(Predictor):
+    family = "xgboost"
+
+    def __init__(
+        self,
+        feature_set: str = "onehot",
+        n_estimators: int = 600,
+        max_depth: int = 6,
+        learning_rate: float = 0.05,
+        early_stopping_rounds: int = 50,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            feature_set=feature_set,
+            n_estimators=n_estimators,
+            max_depth=max_depth,
+            learning_rate=learning_rate,
+            early_stopping_rounds=early_stopping_rounds,
+            seed=seed,
+        )
+        self.model: xgb.XGBRegressor | None = None
+
+    def _model(self, early_stopping: bool) -> xgb.XGBRegressor:
+        p = self.params
+        return xgb.XGBRegressor(
+            n_estimators=p["n_estimators"],
+            max_depth=p["max_depth"],
+            learning_rate=p["learning_rate"],
+            early_stopping_rounds=p["early_stopping_rounds"] if early_stopping else None,
+            random_state=p["seed"],
+            n_jobs=2,
+        )
+
+    def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> XGBoostPredictor:
+        x = features.matrix(archs, self.params["feature_set"])
+        has_val = len(val_archs) > 0
+        self.model = self._model(early_stopping=has_val)
+        eval_set = [(features.matrix(val_archs, self.params["feature_set"]), val_latency_ms)] if has_val else None
+        self.model.fit(x, np.asarray(latency_ms), eval_set=eval_set, verbose=False)
+        return self
+
+    def predict(self, archs: Sequence[str]) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("xgboost predictor is not fitted")
+        return self.model.predict(features.matrix(archs, self.params["feature_set"])).astype(np.float64)
+
+    def save_state(self, folder: Path) -> None:
+        self.model.save_model(folder / "model.json")
+
+    def load_state(self, folder: Path) -> None:
+        self.model = xgb.XGBRegressor()
+        self.model.load_model(folder / "model.json")

@@ -1,0 +1,277 @@
+"""NAS-Bench-201: arch strings, enumeration, validity, isomorphism classes, PyTorch networks.
+
+A cell is a 4-node DAG; node i sums ``op(node j)`` over j < i and node 3 is the output. A cell is
+stored as a tuple of six op names in arch-string order: edges (1,0), (2,0), (2,1), (3,0), (3,1),
+(3,2). The network follows the benchmark's own definition (xautodl's ``TinyNetwork`` and
+``InferCell``) so that timings here are comparable with published NAS-Bench-201 latencies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+NAME = "nb201"
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+"""(to_node, from_node) for each position of a cell tuple."""
+NUM_NODES = 4
+
+Cell = tuple[str, ...]
+
+_TOKEN = re.compile(r"^(?P<op>[a-z0-9_]+)~(?P<src>\d+)$")
+
+
+class ArchStringError(ValueError):
+    """A NAS-Bench-201 arch string that cannot be parsed; the message quotes it."""
+
+
+def parse(arch: str) -> Cell:
+    """Parse ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` strictly into a cell tuple."""
+    if not isinstance(arch, str):
+        raise ArchStringError(f"arch string must be a str, got {type(arch).__name__}: {arch!r}")
+    groups = arch.split("+")
+    if len(groups) != NUM_NODES - 1:
+        raise ArchStringError(
+            f"malformed NAS-Bench-201 arch string {arch!r}: expected 3 '+'-separated node groups, "
+            f"found {len(groups)}"
+        )
+    ops: list[str] = []
+    for node, group in enumerate(groups, start=1):
+        if len(group) < 2 or not (group.startswith("|") and group.endswith("|")):
+            raise ArchStringError(
+                f"malformed NAS-Bench-201 arch string {arch!r}: node group {node} {group!r} "
+                "must start and end with '|'"
+            )
+        tokens = group[1:-1].split("|")
+        if len(tokens) != node:
+            raise ArchStringError(
+                f"malformed NAS-Bench-201 arch string {arch!r}: node group {node} {group!r} "
+                f"must have {node} edge(s), found {len(tokens)}"
+            )
+        for expected_src, token in enumerate(tokens):
+            match = _TOKEN.match(token)
+            if match is None:
+                raise ArchStringError(
+                    f"malformed NAS-Bench-201 arch string {arch!r}: edge {token!r} is not 'op~input'"
+                )
+            op, src = match["op"], int(match["src"])
+            if op not in OPS:
+                raise ArchStringError(
+                    f"malformed NAS-Bench-201 arch string {arch!r}: unknown op {op!r} "
+                    f"(known: {', '.join(OPS)})"
+                )
+            if src != expected_src:
+                raise ArchStringError(
+                    f"malformed NAS-Bench-201 arch string {arch!r}: edge {token!r} in node group "
+                    f"{node} must read from node {expected_src}, not {src}"
+                )
+            ops.append(op)
+    return tuple(ops)
+
+
+def format_cell(cell: Sequence[str]) -> str:
+    """The canonical arch string of a cell tuple (inverse of :func:`parse`)."""
+    if len(cell) != len(EDGES) or any(op not in OPS for op in cell):
+        raise ArchStringError(f"not a NAS-Bench-201 cell (6 ops from {OPS}): {tuple(cell)!r}")
+    groups, position = [], 0
+    for node in range(1, NUM_NODES):
+        tokens = [f"{cell[position + src]}~{src}" for src in range(node)]
+        groups.append("|" + "|".join(tokens) + "|")
+        position += node
+    return "+".join(groups)
+
+
+def enumerate_cells() -> Iterator[Cell]:
+    """All 5^6 = 15625 cells, in base-5 order of :data:`OPS` (not the benchmark's index order)."""
+    return itertools.product(OPS, repeat=len(EDGES))
+
+
+def all_arch_strings() -> list[str]:
+    return [format_cell(cell) for cell in enumerate_cells()]
+
+
+def has_path(cell: Sequence[str]) -> bool:
+    """Whether data can flow from input to output through non-``none`` edges (341 cells cannot)."""
+    reachable = {0}
+    for (dst, src), op in zip(EDGES, cell):
+        if op != "none" and src in reachable:
+            reachable.add(dst)
+    return NUM_NODES - 1 in reachable
+
+
+def canonical_form(cell: Sequence[str]) -> str:
+    """A string equal for two cells iff they compute the same function up to isomorphism.
+
+    Follows the benchmark's own rule (``Structure.to_unique_str(consider_zero=True)``): a zero edge,
+    or an edge from an all-zero node, contributes nothing; ``skip_connect`` passes its input
+    expression through; other ops wrap it; a node is the sorted sum of its terms. This yields the
+    6466 classes the NAS-Bench-201 paper reports.
+    """
+    nodes = ["0"]
+    for node in range(1, NUM_NODES):
+        terms = []
+        for (dst, src), op in zip(EDGES, cell):
+            if dst != node:
+                continue
+            if op == "none" or nodes[src] == "#":
+                terms.append("#")
+            elif op == "skip_connect":
+                terms.append(nodes[src])
+            else:
+                terms.append(f"({nodes[src]})@{op}")
+        nodes.append("+".join(sorted(terms)))
+    return nodes[-1]
+
+
+def sample_valid(n: int, seed: int) -> list[str]:
+    """``n`` distinct cells with an input→output path, drawn uniformly without replacement."""
+    valid = [format_cell(c) for c in enumerate_cells() if has_path(c)]
+    if n > len(valid):
+        raise ValueError(f"cannot sample {n} cells: NAS-Bench-201 has only {len(valid)} valid cells")
+    return random.Random(seed).sample(valid, n)
+
+
+# --- PyTorch network, as NAS-Bench-201 defines it -------------------------------------------------
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class Zero(nn.Module):
+    """The ``none`` op: the benchmark multiplies by zero rather than dropping the edge."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def make_op(op: str, channels: int) -> nn.Module:
+    if op == "none":
+        return Zero()
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1, 1)
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3, 1)
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ArchStringError(f"unknown NAS-Bench-201 op {op!r}")
+
+
+class InferCell(nn.Module):
+    def __init__(self, cell: Cell, channels: int) -> None:
+        super().__init__()
+        self.sources = [src for _, src in EDGES]
+        self.targets = [dst for dst, _ in EDGES]
+        self.edges = nn.ModuleList(make_op(op, channels) for op in cell)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for node in range(1, NUM_NODES):
+            nodes.append(
+                sum(
+                    layer(nodes[src])
+                    for layer, src, dst in zip(self.edges, self.sources, self.targets)
+                    if dst == node
+                )
+            )
+        return nodes[-1]
+
+
+class ResNetBasicBlock(nn.Module):
+    """The reduction block between stages (stride 2, doubled channels, pooled 1x1 shortcut)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class TinyNetwork(nn.Module):
+    """Stem, three stages of ``cells_per_stage`` cells with reductions between, BN-ReLU-GAP-Linear head."""
+
+    def __init__(
+        self, cell: Cell, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10
+    ) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        )
+        layers: list[nn.Module] = []
+        c = channels
+        for stage in range(3):
+            if stage > 0:
+                layers.append(ResNetBasicBlock(c, c * 2))
+                c *= 2
+            layers.extend(InferCell(cell, c) for _ in range(cells_per_stage))
+        self.cells = nn.Sequential(*layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.lastact(self.cells(self.stem(x)))
+        return self.classifier(self.global_pooling(out).flatten(1))
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Macro settings; the defaults are the CIFAR-10 network of the benchmark."""
+
+    input_size: int = 32
+    channels: int = 16
+    cells_per_stage: int = 5
+    num_classes: int = 10
+
+
+def build_network(arch: str, config: NetworkConfig = NetworkConfig()) -> TinyNetwork:
+    """The benchmark's network for ``arch``, in eval mode."""
+    network = TinyNetwork(parse(arch), config.channels, config.cells_per_stage, config.num_classes)
+    return network.eval()
+
+
+def example_input(config: NetworkConfig = NetworkConfig(), batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, config.input_size, config.input_size)
+
+
+def count_flops(network: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass as torch's FlopCounterMode counts them (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        network(example)
+    return int(counter.get_total_flops())
+
+
+def count_params(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())
+
+
+@lru_cache(maxsize=1)
+def canonical_ids() -> dict[str, int]:
+    """Canonical form -> a stable class id (order of first appearance in :func:`enumerate_cells`)."""
+    ids: dict[str, int] = {}
+    for cell in enumerate_cells():
+        ids.setdefault(canonical_form(cell), len(ids))
+    return ids

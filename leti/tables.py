@@ -1,0 +1,160 @@
+"""Parquet tables: every schema declared once here with pyarrow, read and written with polars.
+
+Writing validates a frame against its schema and replaces the file atomically (temp file +
+rename), so a crash never leaves half a table. Reading checks every declared column's presence and
+type and names the file and the column when one is wrong, so a corrupt or foreign file fails at
+the door instead of deep inside a predictor.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ARCHITECTURES = pa.schema(
+    [
+        pa.field("space", pa.string(), nullable=False),
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("canonical_id", pa.int64(), nullable=False),
+        pa.field("valid", pa.bool_(), nullable=False),
+        pa.field("flops", pa.int64()),
+        pa.field("params", pa.int64()),
+    ],
+    metadata={"leti.table": "architectures"},
+)
+
+LATENCY = pa.schema(
+    [
+        pa.field("space", pa.string(), nullable=False),
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # "leti" when measured here, else dataset
+        pa.field("config_id", pa.string(), nullable=False),  # hash of everything that shapes a run
+        pa.field("batch", pa.int32()),
+        pa.field("input_shape", pa.list_(pa.int32())),
+        pa.field("threads", pa.int32()),
+        pa.field("cpu_affinity", pa.list_(pa.int32())),
+        pa.field("warmup_runs", pa.int32()),
+        pa.field("warmup_seconds", pa.float64()),
+        pa.field("runs", pa.int32()),
+        pa.field("samples_ms", pa.list_(pa.float64())),
+        pa.field("median_ms", pa.float64()),
+        pa.field("iqm_ms", pa.float64()),
+        pa.field("mean_ms", pa.float64()),
+        pa.field("min_ms", pa.float64()),
+        pa.field("std_ms", pa.float64()),
+        pa.field("cv", pa.float64()),
+        pa.field("unstable", pa.bool_()),
+        pa.field("error", pa.string()),  # null on success; the failure message otherwise
+        pa.field("measured_at", pa.timestamp("us", tz="UTC")),
+        pa.field("host", pa.string()),
+        pa.field("environment", pa.string()),  # JSON: CPU, governor, library versions, options
+    ],
+    metadata={"leti.table": "latency"},
+)
+
+FEATURES = pa.schema(
+    [
+        pa.field("space", pa.string(), nullable=False),
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("feature_set", pa.string(), nullable=False),
+        pa.field("values", pa.list_(pa.float32()), nullable=False),
+    ],
+    metadata={"leti.table": "features"},
+)
+
+PREDICTIONS = pa.schema(
+    [
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("predictor", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),  # train | val | test
+        pa.field("measured_ms", pa.float64(), nullable=False),
+        pa.field("predicted_ms", pa.float64(), nullable=False),
+    ],
+    metadata={"leti.table": "predictions"},
+)
+
+
+class TableError(ValueError):
+    """A Parquet file or frame that does not match its declared schema; the message names both."""
+
+
+def polars_schema(schema: pa.Schema) -> pl.Schema:
+    return pl.from_arrow(schema.empty_table()).schema
+
+
+def empty(schema: pa.Schema) -> pl.DataFrame:
+    return pl.from_arrow(schema.empty_table())
+
+
+def conform(frame: pl.DataFrame, schema: pa.Schema, where: str = "frame") -> pl.DataFrame:
+    """Select and order the declared columns, checking each one's type and nullability."""
+    expected = polars_schema(schema)
+    missing = [name for name in expected if name not in frame.columns]
+    if missing:
+        raise TableError(f"{where}: missing column {missing[0]!r} of the {_table_name(schema)} table")
+    for name, dtype in expected.items():
+        if frame.schema[name] != dtype and frame.schema[name] != pl.Null:
+            raise TableError(
+                f"{where}: column {name!r} has type {frame.schema[name]}, expected {dtype}"
+            )
+    frame = frame.select([pl.col(name).cast(dtype) for name, dtype in expected.items()])
+    for field in schema:
+        if not field.nullable and frame[field.name].null_count():
+            raise TableError(f"{where}: column {field.name!r} has nulls but is required")
+    return frame
+
+
+def write(frame: pl.DataFrame, path: str | Path, schema: pa.Schema) -> Path:
+    """Validate ``frame`` and write it to ``path`` atomically."""
+    path = Path(path)
+    frame = conform(frame, schema, where=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read(path: str | Path, schema: pa.Schema) -> pl.DataFrame:
+    """Read one Parquet file, or every ``*.parquet`` under a folder, checked against ``schema``."""
+    path = Path(path)
+    if path.is_dir():
+        parts = sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+        if not parts:
+            return empty(schema)
+        return pl.concat([read(part, schema) for part in parts], how="vertical")
+    if not path.exists():
+        raise TableError(f"{path}: no such file")
+    try:
+        found = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise TableError(f"{path}: not a readable Parquet file ({error})") from error
+    for field in schema:
+        if field.name not in found.names:
+            raise TableError(
+                f"{path}: missing column {field.name!r} of the {_table_name(schema)} table"
+            )
+        actual = found.field(field.name).type
+        if actual != field.type and not (pa.types.is_null(actual) and field.nullable):
+            raise TableError(
+                f"{path}: column {field.name!r} has type {actual}, expected {field.type}"
+            )
+    return conform(pl.read_parquet(path, columns=schema.names), schema, where=str(path))
+
+
+def _table_name(schema: pa.Schema) -> str:
+    return (schema.metadata or {}).get(b"leti.table", b"?").decode()
