@@ -90,6 +90,8 @@ def device_dir(store: Path, device: str) -> Path:
 
 def finished_archs(store: Path, device: DeviceConfig, include_errors: bool = True) -> set[str]:
     """Archs already measured on ``device`` with its current config."""
+    if not device_dir(store, device.name).exists():
+        return set()
     rows = tables.read(device_dir(store, device.name), tables.LATENCY).filter(
         (pl.col("device") == device.name) & (pl.col("config_id") == device.config_id)
     )

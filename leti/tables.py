@@ -14,7 +14,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 ARCHITECTURES = pa.schema(
     [
@@ -102,11 +101,11 @@ def conform(frame: pl.DataFrame, schema: pa.Schema, where: str = "frame") -> pl.
     if missing:
         raise TableError(f"{where}: missing column {missing[0]!r} of the {_table_name(schema)} table")
     for name, dtype in expected.items():
-        if frame.schema[name] != dtype and frame.schema[name] != pl.Null:
+        if not compatible(frame.schema[name], dtype):
             raise TableError(
                 f"{where}: column {name!r} has type {frame.schema[name]}, expected {dtype}"
             )
-    frame = frame.select([pl.col(name).cast(dtype) for name, dtype in expected.items()])
+    frame = frame.select([pl.col(name).cast(dtype, strict=True) for name, dtype in expected.items()])
     for field in schema:
         if not field.nullable and frame[field.name].null_count():
             raise TableError(f"{where}: column {field.name!r} has nulls but is required")
@@ -140,20 +139,28 @@ def read(path: str | Path, schema: pa.Schema) -> pl.DataFrame:
     if not path.exists():
         raise TableError(f"{path}: no such file")
     try:
-        found = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as error:
+        found = pl.read_parquet_schema(path)
+    except Exception as error:  # noqa: BLE001 - polars raises several types for a corrupt file
         raise TableError(f"{path}: not a readable Parquet file ({error})") from error
-    for field in schema:
-        if field.name not in found.names:
-            raise TableError(
-                f"{path}: missing column {field.name!r} of the {_table_name(schema)} table"
-            )
-        actual = found.field(field.name).type
-        if actual != field.type and not (pa.types.is_null(actual) and field.nullable):
-            raise TableError(
-                f"{path}: column {field.name!r} has type {actual}, expected {field.type}"
-            )
+    for name, dtype in polars_schema(schema).items():
+        if name not in found:
+            raise TableError(f"{path}: missing column {name!r} of the {_table_name(schema)} table")
+        if not compatible(found[name], dtype):
+            raise TableError(f"{path}: column {name!r} has type {found[name]}, expected {dtype}")
     return conform(pl.read_parquet(path, columns=schema.names), schema, where=str(path))
+
+
+def compatible(actual: pl.DataType, expected: pl.DataType) -> bool:
+    """Whether ``actual`` converts to ``expected`` without changing meaning (int32 -> int64, say)."""
+    if actual == expected or actual == pl.Null:
+        return True
+    if isinstance(actual, pl.List) and isinstance(expected, pl.List):
+        return compatible(actual.inner, expected.inner)
+    if expected.is_float():
+        return actual.is_float() or actual.is_integer()
+    if expected.is_integer():
+        return actual.is_integer()
+    return isinstance(actual, pl.Datetime) and isinstance(expected, pl.Datetime)
 
 
 def _table_name(schema: pa.Schema) -> str:

@@ -1,7 +1,8 @@
 """MLflow tracking, with tags that tie each run to the exact data it was trained on.
 
 The store defaults to SQLite inside the project (``mlflow.db``, artifacts in ``mlartifacts/``);
-``MLFLOW_TRACKING_URI`` points runs at a team server instead.
+``MLFLOW_TRACKING_URI`` points runs at a team server instead. The project is the current directory,
+which is the repository root whenever DVC runs a stage.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def tracking_uri(root: Path = PROJECT_ROOT) -> str:
+def tracking_uri(root: Path | None = None) -> str:
+    root = root or Path.cwd()
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def setup(experiment: str, root: Path = PROJECT_ROOT) -> str:
+def setup(experiment: str, root: Path | None = None) -> str:
     """Point MLflow at the project store and create ``experiment`` with a project-local artifact root."""
     import mlflow
 
+    root = root or Path.cwd()
     mlflow.set_tracking_uri(tracking_uri(root))
     if mlflow.get_experiment_by_name(experiment) is None:
         location = None
@@ -34,8 +34,9 @@ def setup(experiment: str, root: Path = PROJECT_ROOT) -> str:
     return experiment
 
 
-def git_commit(root: Path = PROJECT_ROOT) -> str:
+def git_commit(root: Path | None = None) -> str:
     """HEAD's commit, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    root = root or Path.cwd()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -49,9 +50,9 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def dvc_hash(path: str, root: Path = PROJECT_ROOT) -> str:
+def dvc_hash(path: str, root: Path | None = None) -> str:
     """The md5 that ``dvc.lock`` records for the out ``path`` (``unknown`` before its first repro)."""
-    lock = root / "dvc.lock"
+    lock = (root or Path.cwd()) / "dvc.lock"
     if not lock.exists():
         return "unknown"
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
@@ -62,7 +63,7 @@ def dvc_hash(path: str, root: Path = PROJECT_ROOT) -> str:
     return "unknown"
 
 
-def data_tags(data_paths: dict[str, str], root: Path = PROJECT_ROOT) -> dict[str, Any]:
+def data_tags(data_paths: dict[str, str], root: Path | None = None) -> dict[str, Any]:
     """Tags for a run: the git commit and the DVC hash of every named data path."""
     tags: dict[str, Any] = {"git_commit": git_commit(root)}
     for name, path in data_paths.items():
@@ -71,9 +72,10 @@ def data_tags(data_paths: dict[str, str], root: Path = PROJECT_ROOT) -> dict[str
     return tags
 
 
-def log_predictor(folder: Path, family: str) -> None:
+def log_predictor(folder: Path, family: str, example_archs: list[str]) -> None:
     """Log a saved predictor as an MLflow pyfunc model, loadable with ``mlflow.pyfunc.load_model``."""
     import mlflow
+    import pandas as pd
 
     from leti.mlflow_model import PredictorModel
 
@@ -82,4 +84,5 @@ def log_predictor(folder: Path, family: str) -> None:
         python_model=PredictorModel(),
         artifacts={"predictor": str(folder)},
         pip_requirements=["leti"],
+        input_example=pd.DataFrame({"arch": example_archs}),
     )

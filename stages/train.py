@@ -41,7 +41,7 @@ def main() -> None:
                 {f"val_{k}": v for k, v in regression_metrics(measured[parts.val], result.predicted["val"]).items()}
                 | {"fit_seconds": float(result.metrics["fit_seconds"])}
             )
-            tracking.log_predictor(folder, family)
+            tracking.log_predictor(folder, family, archs[:3])
             runs[family] = run.info.run_id
         for name in ("train", "val", "test"):
             index = getattr(parts, name)
