@@ -1,0 +1,90 @@
+"""Parquet schemas: round trips, validation on write, clear rejection of bad files on read."""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from leti import tables
+
+ARCH = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+
+
+def latency_row(**overrides: object) -> dict:
+    row = {
+        "space": "nb201", "arch": ARCH, "device": "torch-cpu", "backend": "torch-cpu", "source": "leti",
+        "config_id": "abc", "batch": 1, "input_shape": [1, 3, 32, 32], "threads": 1, "cpu_affinity": [0, 1],
+        "warmup_runs": 2, "warmup_seconds": 0.0, "runs": 3, "samples_ms": [1.5, 1.25, 1.75],
+        "median_ms": 1.5, "iqm_ms": 1.5, "mean_ms": 1.5, "min_ms": 1.25, "std_ms": 0.25, "cv": 0.1667,
+        "unstable": True, "error": None, "measured_at": datetime(2026, 11, 21, tzinfo=timezone.utc),
+        "host": "here", "environment": "{}",
+    }
+    return row | overrides
+
+
+def test_latency_round_trip_is_lossless(tmp_path: Path) -> None:
+    frame = pl.DataFrame([latency_row(), latency_row(arch="x", samples_ms=[], error="boom", median_ms=None)])
+    path = tables.write(frame, tmp_path / "latency.parquet", tables.LATENCY)
+    back = tables.read(path, tables.LATENCY)
+    assert back.columns == tables.LATENCY.names
+    assert back.to_dicts()[0] == latency_row()
+    assert back["samples_ms"].to_list() == [[1.5, 1.25, 1.75], []]
+    assert back["error"].to_list() == [None, "boom"]
+
+
+def test_folder_reads_every_part(tmp_path: Path) -> None:
+    tables.write(pl.DataFrame([latency_row(arch="a")]), tmp_path / "d" / "part-1.parquet", tables.LATENCY)
+    tables.write(pl.DataFrame([latency_row(arch="b")]), tmp_path / "d" / "part-2.parquet", tables.LATENCY)
+    assert sorted(tables.read(tmp_path / "d", tables.LATENCY)["arch"]) == ["a", "b"]
+
+
+def test_write_rejects_a_frame_missing_a_column(tmp_path: Path) -> None:
+    frame = pl.DataFrame([latency_row()]).drop("median_ms")
+    with pytest.raises(tables.TableError, match="missing column 'median_ms'"):
+        tables.write(frame, tmp_path / "bad.parquet", tables.LATENCY)
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_write_rejects_nulls_in_required_columns(tmp_path: Path) -> None:
+    frame = pl.DataFrame([latency_row(arch=None)])
+    with pytest.raises(tables.TableError, match="'arch' has nulls"):
+        tables.write(frame, tmp_path / "bad.parquet", tables.LATENCY)
+
+
+def test_read_names_the_file_and_the_missing_column(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.parquet"
+    pl.DataFrame({"arch": [ARCH], "latency": [1.0]}).write_parquet(path)
+    with pytest.raises(tables.TableError) as raised:
+        tables.read(path, tables.LATENCY)
+    assert str(path) in str(raised.value)
+    assert "missing column 'space'" in str(raised.value)
+
+
+def test_read_names_the_file_and_the_mistyped_column(tmp_path: Path) -> None:
+    path = tmp_path / "mistyped.parquet"
+    pl.DataFrame([latency_row()]).with_columns(pl.col("median_ms").cast(pl.String)).write_parquet(path)
+    with pytest.raises(tables.TableError, match=r"mistyped.parquet: column 'median_ms' has type String, expected Float64"):
+        tables.read(path, tables.LATENCY)
+
+
+def test_read_rejects_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.parquet"
+    path.write_bytes(b"PAR1 this is not parquet at all")
+    with pytest.raises(tables.TableError, match="corrupt.parquet: not a readable Parquet file"):
+        tables.read(path, tables.LATENCY)
+
+
+def test_read_of_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(tables.TableError, match="nope.parquet: no such file"):
+        tables.read(tmp_path / "nope.parquet", tables.ARCHITECTURES)
+
+
+def test_lossless_widening_is_accepted(tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        {"space": ["nb201"], "arch": [ARCH], "canonical_id": pl.Series([3], dtype=pl.Int32),
+         "valid": [True], "flops": pl.Series([10], dtype=pl.Int16), "params": [None]}
+    )
+    back = tables.read(tables.write(frame, tmp_path / "a.parquet", tables.ARCHITECTURES), tables.ARCHITECTURES)
+    assert back.schema["canonical_id"] == pl.Int64
+    assert back.row(0) == ("nb201", ARCH, 3, True, 10, None)
