@@ -202,6 +202,12 @@ def device_lock(store: Path, device: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete half-written parts a killed writer left behind; only the lock holder writes here."""
+    for stale in folder.glob(".part-*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 @dataclass
 class ChunkResult:
     """Rows of one chunk and when it held the device (epoch seconds), for overlap checks."""
@@ -227,6 +233,7 @@ def measure_chunk(
     backend = make_backend(device.backend, device.options)
     rows: list[dict[str, Any]] = []
     with device_lock(store, device.name), pinned(device.protocol.pin_cpus):
+        remove_stale_temp_files(device_dir(store, device.name))
         started = time.time()
         try:
             with_device_retries(backend.check, device.name, retries, backoff_seconds)
