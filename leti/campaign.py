@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from leti import tables
 from leti.devices import BACKENDS, DeviceError, Protocol, UnknownBackendError, make_backend
@@ -155,12 +156,12 @@ def timed_seconds(row: dict[str, Any]) -> float:
     return (row.get("mean_ms") or 0.0) * row["runs"] / 1000
 
 
-def write_part(rows: Sequence[dict[str, Any]], store: Path, device: str) -> Path:
-    """Append rows as a new part file; parts are never rewritten."""
-    frame = pl.DataFrame(list(rows), schema=tables.polars_schema(tables.LATENCY), strict=False)
+def write_part(rows: Sequence[dict[str, Any]], store: Path, device: str, schema: pa.Schema = tables.LATENCY) -> Path:
+    """Append rows as a new part file (atomically); parts are never rewritten."""
+    frame = pl.DataFrame(list(rows), schema=tables.polars_schema(schema), strict=False)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = device_dir(store, device) / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    return tables.write(frame, path, tables.LATENCY)
+    return tables.write(frame, path, schema)
 
 
 def with_device_retries(action: Callable[[], Any], device: str, retries: int, backoff_seconds: float) -> Any:
