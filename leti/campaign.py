@@ -144,7 +144,6 @@ def measure_cell(backend: Backend, device: DeviceConfig, arch: str, workdir: Pat
         **row,
         "samples_ms": timing.samples_ms,
         "error": None,
-        "op_profile": json.dumps(timing.op_profile) if timing.op_profile else None,
         **asdict(timing.summary(protocol.cv_threshold)),
     }
 

@@ -54,7 +54,6 @@ LATENCY = pa.schema(
         pa.field("measured_at", pa.timestamp("us", tz="UTC")),
         pa.field("host", pa.string()),
         pa.field("environment", pa.string()),  # JSON: CPU, governor, library versions, options
-        pa.field("op_profile", pa.string()),  # JSON per-operator rows when the tool profiled ops
     ],
     metadata={"leti.table": "latency"},
 )
