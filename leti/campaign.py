@@ -9,6 +9,8 @@ run gets an error row that keeps the message and the campaign goes on; a device 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -16,17 +18,18 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from leti import tables
-from leti.devices import DeviceError, Protocol, make_backend
-from leti.devices.base import Backend, cpu_affinity, summarize
+from leti.devices import BACKENDS, DeviceError, Protocol, UnknownBackendError, make_backend
+from leti.devices.base import Backend, cpu_affinity, pinned
 from leti.spaces import nb201
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,13 @@ class DeviceConfig:
         unknown = set(merged) - set(protocol_keys) - set(network_keys) - {"backend", "options"}
         if unknown:
             raise ValueError(f"device {name!r} in params.yaml has unknown keys: {sorted(unknown)}")
+        if merged["backend"] not in BACKENDS:
+            raise UnknownBackendError(
+                f"device {name!r} in params.yaml names unknown backend {merged['backend']!r} "
+                f"(known: {', '.join(sorted(BACKENDS))})"
+            )
+        if "pin_cpus" in merged:
+            merged["pin_cpus"] = tuple(merged["pin_cpus"] or ())
         return cls(
             name=name,
             backend=merged["backend"],
@@ -124,21 +134,33 @@ def measure_cell(backend: Backend, device: DeviceConfig, arch: str, workdir: Pat
     }
     try:
         network = nb201.build_network(arch, network_config)
-        samples = backend.measure(network, example, protocol, workdir)
+        timing = backend.benchmark(network, example, protocol, workdir)
     except DeviceError:
         raise
     except Exception as error:  # noqa: BLE001 - any model-side failure is recorded, not fatal
         log.warning("%s on %s failed: %s", arch, device.name, error)
         return {**row, "samples_ms": [], "error": f"{type(error).__name__}: {error}"}
-    return {**row, "samples_ms": samples, "error": None, **asdict(summarize(samples, protocol.cv_threshold))}
+    return {
+        **row,
+        "samples_ms": timing.samples_ms,
+        "error": None,
+        **asdict(timing.summary(protocol.cv_threshold)),
+    }
 
 
-def write_part(rows: Sequence[dict[str, Any]], store: Path, device: str) -> Path:
-    """Append rows as a new part file; parts are never rewritten."""
-    frame = pl.DataFrame(list(rows), schema=tables.polars_schema(tables.LATENCY), strict=False)
+def timed_seconds(row: dict[str, Any]) -> float:
+    """Seconds a row spent in timed runs (from the tool's mean when it kept no samples)."""
+    if row["samples_ms"]:
+        return sum(row["samples_ms"]) / 1000
+    return (row.get("mean_ms") or 0.0) * row["runs"] / 1000
+
+
+def write_part(rows: Sequence[dict[str, Any]], store: Path, device: str, schema: pa.Schema = tables.LATENCY) -> Path:
+    """Append rows as a new part file (atomically); parts are never rewritten."""
+    frame = pl.DataFrame(list(rows), schema=tables.polars_schema(schema), strict=False)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = device_dir(store, device) / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    return tables.write(frame, path, tables.LATENCY)
+    return tables.write(frame, path, schema)
 
 
 def with_device_retries(action: Callable[[], Any], device: str, retries: int, backoff_seconds: float) -> Any:
@@ -162,6 +184,39 @@ def chunked(items: Sequence[str], size: int) -> Iterable[list[str]]:
         yield list(items[start : start + size])
 
 
+@contextlib.contextmanager
+def device_lock(store: Path, device: str) -> Iterator[None]:
+    """Hold the device's lock file (``<store>/<device>/.lock``) for the block.
+
+    Two benchmarks on one device would time each other, so every chunk, from any process (a
+    Prefect worker, a Dask worker, ``leti measure``), takes this ``flock`` first. The kernel
+    drops the lock when its holder dies, so a ``kill -9`` never leaves a device locked.
+    """
+    folder = device_dir(store, device)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete half-written parts a killed writer left behind; only the lock holder writes here."""
+    for stale in folder.glob(".part-*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+@dataclass
+class ChunkResult:
+    """Rows of one chunk and when it held the device (epoch seconds), for overlap checks."""
+
+    rows: list[dict[str, Any]]
+    started: float
+    finished: float
+
+
 def measure_chunk(
     archs: Sequence[str],
     device: DeviceConfig,
@@ -169,27 +224,37 @@ def measure_chunk(
     retries: int = 3,
     backoff_seconds: float = 2.0,
     on_cell: Callable[[], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Measure ``archs`` and append them as one part; returns the rows written."""
+) -> ChunkResult:
+    """Measure ``archs`` under the device lock and append them as one part.
+
+    If the device fails for good mid-chunk, the rows measured so far are written before the
+    error propagates, so nothing measured is lost.
+    """
     backend = make_backend(device.backend, device.options)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir:
-        for arch in archs:
-            rows.append(
-                with_device_retries(
-                    lambda arch=arch: measure_cell(backend, device, arch, Path(workdir)),
-                    device.name,
-                    retries,
-                    backoff_seconds,
-                )
-            )
-            if device.protocol.cooldown_seconds:
-                time.sleep(device.protocol.cooldown_seconds)
-            if on_cell:
-                on_cell()
-    if rows:
-        write_part(rows, store, device.name)
-    return rows
+    rows: list[dict[str, Any]] = []
+    with device_lock(store, device.name), pinned(device.protocol.pin_cpus):
+        remove_stale_temp_files(device_dir(store, device.name))
+        started = time.time()
+        try:
+            with_device_retries(backend.check, device.name, retries, backoff_seconds)
+            with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir:
+                for arch in archs:
+                    rows.append(
+                        with_device_retries(
+                            lambda arch=arch: measure_cell(backend, device, arch, Path(workdir)),
+                            device.name,
+                            retries,
+                            backoff_seconds,
+                        )
+                    )
+                    if device.protocol.cooldown_seconds:
+                        time.sleep(device.protocol.cooldown_seconds)
+                    if on_cell:
+                        on_cell()
+        finally:
+            if rows:
+                write_part(rows, store, device.name)
+        return ChunkResult(rows=rows, started=started, finished=time.time())
 
 
 def pending(archs: Sequence[str], device: DeviceConfig, store: Path, retry_errors: bool = False) -> list[str]:
@@ -215,10 +280,10 @@ def run_campaign(
     timed = 0.0
     with tqdm(total=len(todo), desc=f"measure {device.name}", unit="cell", disable=not progress) as bar:
         for chunk in chunked(todo, part_size):
-            rows = measure_chunk(chunk, device, store, on_cell=bar.update)
+            rows = measure_chunk(chunk, device, store, on_cell=bar.update).rows
             failed += sum(row["error"] is not None for row in rows)
             measured += len(rows)
-            timed += sum(sum(row["samples_ms"]) for row in rows) / 1000
+            timed += sum(timed_seconds(row) for row in rows)
     return CampaignResult(
         device=device.name,
         requested=len(set(archs)),

@@ -58,6 +58,33 @@ LATENCY = pa.schema(
     metadata={"leti.table": "latency"},
 )
 
+OP_LATENCY = pa.schema(
+    [
+        pa.field("op_key", pa.string(), nullable=False),  # op|c_in|c_out|size|stride: the lookup key
+        pa.field("op", pa.string(), nullable=False),  # e.g. nor_conv_3x3, stem, reduction, head
+        pa.field("input_shape", pa.list_(pa.int32()), nullable=False),  # NCHW
+        pa.field("channels_in", pa.int32(), nullable=False),
+        pa.field("channels_out", pa.int32(), nullable=False),
+        pa.field("stride", pa.int32(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("config_id", pa.string(), nullable=False),
+        pa.field("runs", pa.int32()),
+        pa.field("samples_ms", pa.list_(pa.float64())),
+        pa.field("median_ms", pa.float64()),
+        pa.field("iqm_ms", pa.float64()),
+        pa.field("mean_ms", pa.float64()),
+        pa.field("min_ms", pa.float64()),
+        pa.field("std_ms", pa.float64()),
+        pa.field("cv", pa.float64()),
+        pa.field("unstable", pa.bool_()),
+        pa.field("error", pa.string()),
+        pa.field("measured_at", pa.timestamp("us", tz="UTC")),
+        pa.field("environment", pa.string()),
+    ],
+    metadata={"leti.table": "op_latency"},
+)
+
 FEATURES = pa.schema(
     [
         pa.field("space", pa.string(), nullable=False),

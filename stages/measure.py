@@ -1,9 +1,10 @@
-"""Stage `measure`: measure every sampled cell on one device, resuming where the last run stopped."""
+"""Stage `measure`: measure every sampled cell on one device through the Prefect flow; a rerun
+resumes where the last one stopped."""
 
 import argparse
 import json
 
-from leti import campaign, params, tables
+from leti import measure_flow, params
 
 
 def main() -> None:
@@ -13,12 +14,16 @@ def main() -> None:
     parser.add_argument("--store", default="data/latency")
     args = parser.parse_args()
     config = params.section("measure")
-    device = params.device(args.device)
-    archs = tables.read(args.architectures, tables.ARCHITECTURES)["arch"].to_list()
-    result = campaign.run_campaign(
-        archs, device, args.store, part_size=config["part_size"], retry_errors=config["retry_errors"]
+    result = measure_flow.run_measure(
+        [args.device],
+        measure_flow.architectures(args.architectures),
+        runner=config.get("runner", "default"),
+        workers=config.get("dask_workers", 2),
+        store=args.store,
+        chunk_size=config["part_size"],
+        retry_errors=config["retry_errors"],
     )
-    print(json.dumps(result.__dict__))
+    print(json.dumps(result["summary"]))
 
 
 if __name__ == "__main__":

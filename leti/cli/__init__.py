@@ -7,9 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from leti.cli import arch, measure
+from leti.cli import arch, measure, measure_ops
 
-COMMANDS = [arch, measure]
+COMMANDS = [arch, measure, measure_ops]
 
 
 class UserError(Exception):

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from leti.devices.base import Backend, DeviceError, Protocol
+from leti.devices.android_adb import AndroidADB
+from leti.devices.base import Backend, BackendUnavailableError, DeviceError, Protocol, Timing
+from leti.devices.onnxruntime_cpu import OnnxRuntimeCPU
+from leti.devices.tflite_cpu import TFLiteCPU
 from leti.devices.torch_cpu import TorchCPU
+from leti.devices.torch_cuda import TorchCUDA
 
-BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (TorchCPU,)}
+BACKENDS: dict[str, type[Backend]] = {
+    cls.name: cls for cls in (TorchCPU, OnnxRuntimeCPU, TFLiteCPU, TorchCUDA, AndroidADB)
+}
 
 
 class UnknownBackendError(KeyError):
@@ -26,4 +32,7 @@ def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
     return cls(options=dict(options or {}))
 
 
-__all__ = ["BACKENDS", "Backend", "DeviceError", "Protocol", "UnknownBackendError", "make_backend"]
+__all__ = [
+    "BACKENDS", "Backend", "BackendUnavailableError", "DeviceError", "Protocol", "Timing",
+    "UnknownBackendError", "make_backend",
+]

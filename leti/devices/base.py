@@ -8,14 +8,16 @@ steps apart lets a phone backend be tested by feeding ``parse`` the real tool's 
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib.metadata
 import json
 import os
 import platform
 import statistics
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,16 +37,21 @@ class Protocol:
     runs: int = 50
     cooldown_seconds: float = 0.0
     cv_threshold: float = 0.05
+    pin_cpus: tuple[int, ...] = ()
+    """CPUs the measuring process is pinned to (``os.sched_setaffinity``); empty keeps the inherited set."""
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.batch < 1 or self.runs < 1 or self.warmup_runs < 0:
             raise ValueError(f"invalid timing protocol {self}: threads, batch and runs must be >= 1")
+        if self.warmup_seconds < 0 or self.cooldown_seconds < 0 or self.cv_threshold <= 0:
+            raise ValueError(f"invalid timing protocol {self}: times must be >= 0 and cv_threshold > 0")
+        object.__setattr__(self, "pin_cpus", tuple(int(cpu) for cpu in self.pin_cpus))
 
 
 @dataclass(frozen=True)
 class Summary:
-    median_ms: float
-    iqm_ms: float
+    median_ms: float | None
+    iqm_ms: float | None
     mean_ms: float
     min_ms: float
     std_ms: float
@@ -75,12 +82,68 @@ def summarize(samples_ms: list[float], cv_threshold: float) -> Summary:
     )
 
 
-def time_callable(step: Callable[[], Any], protocol: Protocol) -> list[float]:
+def summarize_reported(stats: dict[str, float], cv_threshold: float) -> Summary:
+    """Summary from a tool that reports only aggregates (``benchmark_model``: avg, std, min...).
+
+    The interquartile mean needs the samples, so it stays empty; the median is kept when the tool
+    prints one (newer ``benchmark_model`` builds print ``median=``).
+    """
+    mean, std = stats["avg_ms"], stats.get("std_ms", 0.0)
+    cv = std / mean if mean > 0 else float("inf")
+    return Summary(
+        median_ms=stats.get("median_ms"),
+        iqm_ms=None,
+        mean_ms=mean,
+        min_ms=stats["min_ms"],
+        std_ms=std,
+        cv=cv,
+        unstable=cv > cv_threshold,
+    )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What ``Backend.parse`` returns: every per-run sample, or the tool's own aggregates.
+
+    ``samples_ms`` holds one value per timed run whenever the runtime exposes them. A tool that
+    prints only aggregates (Android's ``benchmark_model``) leaves it empty and fills ``reported``
+    with ``count``, ``avg_ms``, ``std_ms``, ``min_ms``, ``max_ms`` (and ``median_ms`` if printed).
+    ``op_profile`` holds per-operator rows when the tool profiled operators.
+    """
+
+    samples_ms: list[float]
+    reported: dict[str, float] | None = None
+    op_profile: list[dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.samples_ms and not self.reported:
+            raise ValueError("a timing needs samples or reported statistics")
+
+    def summary(self, cv_threshold: float) -> Summary:
+        if self.samples_ms:
+            return summarize(self.samples_ms, cv_threshold)
+        assert self.reported is not None
+        return summarize_reported(self.reported, cv_threshold)
+
+    @property
+    def timed_seconds(self) -> float:
+        """Time spent in timed runs, for the campaign's overhead figure."""
+        if self.samples_ms:
+            return sum(self.samples_ms) / 1000
+        assert self.reported is not None
+        return self.reported["avg_ms"] * self.reported.get("count", 1) / 1000
+
+
+def time_callable(
+    step: Callable[[], Any], protocol: Protocol, synchronize: Callable[[], Any] | None = None
+) -> list[float]:
     """Warm up by count then by time, then time ``protocol.runs`` calls with a monotonic clock.
 
     Garbage collection is off while timing, as in BRP-NAS's LatBench, so a collection pause is
-    never charged to a model.
+    never charged to a model. ``synchronize`` (``torch.cuda.synchronize`` for a GPU) is called
+    before the clock starts and before it stops, so asynchronous work is charged to its own run.
     """
+    sync = synchronize or (lambda: None)
     for _ in range(protocol.warmup_runs):
         step()
     deadline = time.monotonic() + protocol.warmup_seconds
@@ -91,13 +154,36 @@ def time_callable(step: Callable[[], Any], protocol: Protocol) -> list[float]:
     gc.disable()
     try:
         for _ in range(protocol.runs):
+            sync()
             start = time.perf_counter_ns()
             step()
+            sync()
             samples.append((time.perf_counter_ns() - start) / 1e6)
     finally:
         if gc_was_enabled:
             gc.enable()
     return samples
+
+
+@contextlib.contextmanager
+def pinned(cpus: tuple[int, ...]) -> Iterator[None]:
+    """Pin this process to ``cpus`` for the block (no-op when empty); restores the previous set.
+
+    Pinning keeps the scheduler from migrating a benchmark between cores mid-run, one of the
+    variance sources nn-Meter's maintainers name.
+    """
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    previous = os.sched_getaffinity(0)
+    unknown = set(cpus) - previous
+    if unknown:
+        raise ValueError(f"pin_cpus {sorted(cpus)} names CPUs this process cannot use: {sorted(unknown)}")
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def cpu_model() -> str:
@@ -121,11 +207,30 @@ def cpu_affinity() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
+def cpu_max_frequency_mhz() -> float | None:
+    try:
+        return int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000
+    except (OSError, ValueError):
+        return None
+
+
+def package_versions(*distributions: str) -> dict[str, str | None]:
+    """Installed versions of ``distributions`` (None when absent), for reproducibility records."""
+    versions: dict[str, str | None] = {}
+    for name in distributions:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def host_environment() -> dict[str, Any]:
     """What shapes a CPU timing besides the model: processor, governor and library versions."""
     return {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_max_mhz": cpu_max_frequency_mhz(),
         "governor": cpu_governor(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -137,12 +242,25 @@ class DeviceError(RuntimeError):
     """The device itself failed (disconnected, busy, timed out): worth retrying, unlike a bad model."""
 
 
+class BackendUnavailableError(RuntimeError):
+    """The backend cannot run on this machine at all (a missing package); stops the campaign early."""
+
+
 @dataclass
 class Backend(ABC):
     """One way of running a network on one kind of device; options come from ``params.yaml``."""
 
     name: ClassVar[str]
+    libraries: ClassVar[tuple[str, ...]] = ()
+    """Distributions whose versions are recorded with every row."""
     options: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Fail fast, once per chunk, when the backend cannot run here or the device is gone.
+
+        Raises ``BackendUnavailableError`` for a missing package and ``DeviceError`` for an
+        unreachable device, so neither turns into one error row per cell.
+        """
 
     @abstractmethod
     def prepare(self, network: torch.nn.Module, example: torch.Tensor, workdir: Path) -> Any:
@@ -153,18 +271,30 @@ class Backend(ABC):
         """Benchmark the artifact; return the device's raw result."""
 
     @abstractmethod
-    def parse(self, raw: Any) -> list[float]:
-        """Raw result -> per-run latencies in milliseconds."""
+    def parse(self, raw: Any) -> Timing:
+        """Raw result -> per-run latencies in milliseconds (or the tool's aggregates)."""
 
     def environment(self) -> dict[str, Any]:
         """Facts about the device and software recorded with every row."""
-        return {**host_environment(), "backend": self.name, "options": self.options}
+        return {
+            **host_environment(),
+            "backend": self.name,
+            "options": self.options,
+            "libraries": package_versions(*self.libraries),
+        }
+
+    def benchmark(
+        self, network: torch.nn.Module, example: torch.Tensor, protocol: Protocol, workdir: Path
+    ) -> Timing:
+        """prepare -> run -> parse: the full result, including a tool's own aggregates."""
+        artifact = self.prepare(network, example, workdir)
+        return self.parse(self.run(artifact, example, protocol))
 
     def measure(
         self, network: torch.nn.Module, example: torch.Tensor, protocol: Protocol, workdir: Path
     ) -> list[float]:
-        artifact = self.prepare(network, example, workdir)
-        return self.parse(self.run(artifact, example, protocol))
+        """Per-run samples in milliseconds (empty for a tool that prints only aggregates)."""
+        return self.benchmark(network, example, protocol, workdir).samples_ms
 
 
 def describe(protocol: Protocol) -> str:

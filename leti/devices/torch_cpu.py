@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from leti.devices.base import Backend, Protocol, time_callable
+from leti.devices.base import Backend, Protocol, Timing, time_callable
 
 
 class TorchCPU(Backend):
@@ -26,5 +26,5 @@ class TorchCPU(Backend):
         finally:
             torch.set_num_threads(previous)
 
-    def parse(self, raw: list[float]) -> list[float]:
-        return raw
+    def parse(self, raw: list[float]) -> Timing:
+        return Timing(samples_ms=raw)

@@ -1,0 +1,37 @@
+"""Command line of the Prefect measurement flow (``leti.measure_flow``).
+
+    python flows/measure.py --device torch-cpu --device onnxruntime-cpu --runner dask --workers 2
+"""
+
+import argparse
+import json
+
+from leti import measure_flow, params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", action="append", help="a name under 'devices:' (repeatable; default: all of them)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--architectures", default="data/architectures.parquet")
+    parser.add_argument("--store", default="data/latency")
+    parser.add_argument("--runner", choices=["default", "dask"], default=None, help="default: measure.runner in params")
+    parser.add_argument("--workers", type=int, default=None, help="Dask workers (default: measure.dask_workers)")
+    args = parser.parse_args()
+    config = params.section("measure", args.params)
+    devices = args.device or list(params.load(args.params).get("devices") or {})
+    result = measure_flow.run_measure(
+        devices,
+        measure_flow.architectures(args.architectures),
+        runner=args.runner or config.get("runner", "default"),
+        workers=args.workers or config.get("dask_workers", 2),
+        params_path=args.params,
+        store=args.store,
+        chunk_size=config["part_size"],
+        retry_errors=config["retry_errors"],
+    )
+    print(json.dumps(result["summary"]))
+
+
+if __name__ == "__main__":
+    main()

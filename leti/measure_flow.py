@@ -1,0 +1,159 @@
+"""Prefect flow: a measurement campaign over several devices, one task per (device, chunk).
+
+Chunks of different devices run side by side; chunks of one device never overlap because each
+takes the device's file lock (``campaign.device_lock``), which holds across threads, processes
+and Dask workers alike and needs no Prefect server (a tag concurrency limit would). A chunk that
+hits a ``DeviceError`` after its in-chunk retries is retried by Prefect with a delay; a device
+that stays gone is reported in the summary artifact and in the flow's final error, after every
+other device has finished. The flow lives in the ``leti`` package so Dask workers can import it;
+``flows/measure.py`` is its command line.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import task_run as current_task_run
+
+from leti import campaign, params, tables
+from leti.campaign import DeviceConfig
+from leti.devices import DeviceError
+
+SUMMARY_ARTIFACT = "measure-summary"
+
+
+def retry_on_device_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only when the device failed; a bad model already became an error row."""
+    try:
+        state.result()
+    except DeviceError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is not worth retrying
+        return False
+    return False
+
+
+@task(retry_condition_fn=retry_on_device_error)
+def measure_chunk_task(
+    archs: list[str], device: DeviceConfig, store: str, index: int, chunks: int,
+    device_retries: int, backoff_seconds: float,
+) -> dict[str, Any]:
+    """Measure one chunk under the device lock and write it as one Parquet part."""
+    result = campaign.measure_chunk(archs, device, Path(store), retries=device_retries, backoff_seconds=backoff_seconds)
+    failed = sum(row["error"] is not None for row in result.rows)
+    get_run_logger().info(
+        "%s: chunk %d/%d done: %d cells, %d failed, %.1f s", device.name, index + 1, chunks,
+        len(result.rows), failed, result.finished - result.started,
+    )
+    return {
+        "device": device.name,
+        "cells": len(result.rows),
+        "failed": failed,
+        "timed_seconds": sum(campaign.timed_seconds(row) for row in result.rows),
+        "started": result.started,
+        "finished": result.finished,
+        "attempt": current_task_run.run_count,
+    }
+
+
+def summary_rows(devices: list[DeviceConfig], todo: dict[str, list[str]], requested: int,
+                 chunks: list[dict[str, Any]], failures: dict[str, str], wall_seconds: float) -> list[dict[str, Any]]:
+    """One row per device: what was asked, skipped, measured, failed, and the time overhead."""
+    rows = []
+    for device in devices:
+        mine = [chunk for chunk in chunks if chunk["device"] == device.name]
+        timed = sum(chunk["timed_seconds"] for chunk in mine)
+        busy = sum(chunk["finished"] - chunk["started"] for chunk in mine)
+        rows.append({
+            "device": device.name,
+            "backend": device.backend,
+            "requested": requested,
+            "skipped": requested - len(todo[device.name]),
+            "measured": sum(chunk["cells"] for chunk in mine),
+            "failed_cells": sum(chunk["failed"] for chunk in mine),
+            "device_seconds": round(busy, 2),
+            "timed_seconds": round(timed, 2),
+            "overhead": round(busy / timed, 2) if timed else None,
+            "status": f"FAILED: {failures[device.name]}" if device.name in failures else "ok",
+        })
+    rows.append({"device": "(campaign wall time)", "device_seconds": round(wall_seconds, 2)})
+    return rows
+
+
+@flow(name="leti-measure")
+def measure_devices(
+    devices: list[str],
+    archs: list[str],
+    params_path: str = "params.yaml",
+    store: str = "data/latency",
+    chunk_size: int = 10,
+    retry_errors: bool = False,
+    device_retries: int = 3,
+    backoff_seconds: float = 2.0,
+    task_retries: int = 2,
+    retry_delay_seconds: float = 30.0,
+) -> dict[str, Any]:
+    """Measure ``archs`` on every named device; returns the summary rows and per-chunk records."""
+    logger = get_run_logger()
+    start = time.monotonic()
+    configs = [params.device(name, params_path) for name in devices]
+    todo = {device.name: campaign.pending(archs, device, Path(store), retry_errors) for device in configs}
+    futures = []
+    for device in configs:
+        chunks = list(campaign.chunked(todo[device.name], chunk_size))
+        logger.info("%s: %d of %d cells to measure in %d chunks", device.name, len(todo[device.name]), len(set(archs)), len(chunks))
+        for index, chunk in enumerate(chunks):
+            chunk_task = measure_chunk_task.with_options(
+                task_run_name=f"{device.name}-chunk-{index + 1}", retries=task_retries, retry_delay_seconds=retry_delay_seconds
+            )
+            futures.append(
+                (device.name, chunk_task.submit(chunk, device, store, index, len(chunks), device_retries, backoff_seconds))
+            )
+    records, failures = [], {}
+    for name, future in futures:
+        state = future.wait() or future.state
+        if state.is_completed():
+            records.append(future.result())
+        else:
+            failures.setdefault(name, str(state.result(raise_on_failure=False)))
+    rows = summary_rows(configs, todo, len(set(archs)), records, failures, time.monotonic() - start)
+    create_table_artifact(key=SUMMARY_ARTIFACT, table=rows, description="Measurement campaign: one row per device")
+    create_markdown_artifact(key=f"{SUMMARY_ARTIFACT}-text", markdown=summary_markdown(rows))
+    if failures:
+        raise DeviceError("; ".join(f"device {name!r}: {message}" for name, message in failures.items()))
+    return {"summary": rows, "chunks": records}
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| device | measured | skipped | failed cells | overhead | status |", "|---|---|---|---|---|---|"]
+    for row in rows[:-1]:
+        lines.append(f"| {row['device']} | {row['measured']} | {row['skipped']} | {row['failed_cells']} | "
+                     f"{row['overhead']} | {row['status']} |")
+    lines.append(f"\nWall time: {rows[-1]['device_seconds']} s")
+    return "\n".join(lines)
+
+
+def task_runner(name: str, workers: int = 2) -> Any:
+    """Prefect's default thread-pool runner, or a local Dask cluster of ``workers`` processes."""
+    if name == "default":
+        return None
+    if name == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+    raise ValueError(f"unknown task runner {name!r} (known: default, dask)")
+
+
+def run_measure(devices: list[str], archs: list[str], runner: str = "default", workers: int = 2, **options: Any) -> dict[str, Any]:
+    """Run the flow with the chosen task runner."""
+    chosen = task_runner(runner, workers)
+    measure = measure_devices.with_options(task_runner=chosen) if chosen else measure_devices
+    return measure(devices=devices, archs=archs, **options)
+
+
+def architectures(path: str | Path) -> list[str]:
+    return tables.read(path, tables.ARCHITECTURES)["arch"].to_list()

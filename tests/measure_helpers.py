@@ -1,0 +1,21 @@
+"""Shared by the measurement tests: a tiny NAS-Bench-201 network shape so real backends run in milliseconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from leti.campaign import DeviceConfig
+
+TINY_NETWORK = {"input_size": 8, "channels": 4, "cells_per_stage": 1, "num_classes": 10}
+FAST_PROTOCOL = {"runs": 5, "warmup_runs": 1, "threads": 1}
+
+
+@pytest.fixture
+def tiny_device_config():
+    """A ``DeviceConfig`` factory for a backend with the tiny network and a short protocol."""
+
+    def make(backend: str, name: str | None = None, **overrides) -> DeviceConfig:
+        section = {"backend": backend, **overrides}
+        return DeviceConfig.from_params(name or backend, section, {**FAST_PROTOCOL, **TINY_NETWORK})
+
+    return make

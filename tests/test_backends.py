@@ -1,0 +1,128 @@
+"""Every backend follows one protocol; the ones that run here are timed for real."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
+
+from leti import campaign
+from leti.campaign import DeviceConfig
+from leti.devices import BACKENDS, DeviceError, Protocol, UnknownBackendError, make_backend
+from leti.devices.base import BackendUnavailableError, Timing, pinned, time_callable
+from leti.devices.onnxruntime_cpu import OnnxRuntimeCPU
+from leti.spaces import nb201
+
+ARCH = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
+SMALL = nb201.NetworkConfig(**TINY_NETWORK)
+
+
+def test_registry_has_every_backend() -> None:
+    assert set(BACKENDS) == {"torch-cpu", "onnxruntime-cpu", "tflite-cpu", "torch-cuda", "android-adb"}
+
+
+@pytest.mark.parametrize("backend", ["torch-cpu", "onnxruntime-cpu"])
+def test_cpu_backends_time_a_real_network(backend: str, tmp_path) -> None:
+    protocol = Protocol(threads=1, warmup_runs=2, warmup_seconds=0.01, runs=6)
+    timing = make_backend(backend).benchmark(nb201.build_network(ARCH, SMALL), nb201.example_input(SMALL), protocol, tmp_path)
+    assert len(timing.samples_ms) == 6 and all(s > 0 for s in timing.samples_ms)
+    summary = timing.summary(protocol.cv_threshold)
+    assert summary.min_ms <= summary.median_ms <= max(timing.samples_ms)
+    assert not list(tmp_path.iterdir())  # the exported model file is removed after the run
+
+
+def test_onnxruntime_sets_the_thread_count_explicitly(tmp_path) -> None:
+    backend = OnnxRuntimeCPU()
+    model = backend.prepare(nb201.build_network(ARCH, SMALL), nb201.example_input(SMALL), tmp_path)
+    options = backend.session(model, threads=2).get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+
+
+def test_onnxruntime_rejects_an_unknown_optimization_level() -> None:
+    with pytest.raises(ValueError, match="optimization 'max'"):
+        make_backend("onnxruntime-cpu", {"optimization": "max"}).check()
+
+
+def test_timing_protocol_warms_up_by_count_and_time_and_synchronizes() -> None:
+    calls = {"step": 0, "sync": 0}
+
+    def step() -> None:
+        calls["step"] += 1
+
+    def sync() -> None:
+        calls["sync"] += 1
+
+    samples = time_callable(step, Protocol(warmup_runs=3, warmup_seconds=0.02, runs=4), synchronize=sync)
+    assert len(samples) == 4
+    assert calls["step"] > 3 + 4  # count warm-up, then time warm-up ran at least once more
+    assert calls["sync"] == 2 * 4  # before and after each timed run
+
+
+def test_unstable_flag_follows_the_cv_threshold() -> None:
+    assert Timing([1.0, 1.0, 3.0]).summary(cv_threshold=0.1).unstable
+    assert not Timing([1.0, 1.0, 1.01]).summary(cv_threshold=0.1).unstable
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_pinning_sets_and_restores_affinity() -> None:
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    with pinned((cpu,)):
+        assert os.sched_getaffinity(0) == {cpu}
+    assert os.sched_getaffinity(0) == before
+    with pytest.raises(ValueError, match="cannot use"), pinned((10_000,)):
+        pass
+
+
+def test_rows_record_threads_affinity_environment_and_versions(tiny_device_config, tmp_path) -> None:
+    device = tiny_device_config("onnxruntime-cpu", pin_cpus=[min(os.sched_getaffinity(0))])
+    row = campaign.measure_chunk([ARCH], device, tmp_path).rows[0]
+    assert row["error"] is None and row["threads"] == 1
+    assert row["cpu_affinity"] == [min(os.sched_getaffinity(0))]
+    environment = json.loads(row["environment"])
+    assert environment["libraries"]["onnxruntime"] and environment["cpu_model"]
+    assert "governor" in environment and environment["backend"] == "onnxruntime-cpu"
+
+
+def test_unknown_backend_in_params_is_named() -> None:
+    with pytest.raises(UnknownBackendError, match="device 'phone' .* unknown backend 'tflite-gpu'"):
+        DeviceConfig.from_params("phone", {"backend": "tflite-gpu"}, FAST_PROTOCOL)
+
+
+def test_missing_optional_packages_give_one_clear_error() -> None:
+    try:
+        import ai_edge_litert  # noqa: F401
+        import litert_torch  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailableError, match=r"leti\[tflite\]"):
+            make_backend("tflite-cpu").check()
+    else:
+        make_backend("tflite-cpu").check()
+
+
+def test_tflite_cpu_times_a_real_network(tmp_path) -> None:
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_litert")
+    protocol = Protocol(threads=1, warmup_runs=1, runs=5)
+    timing = make_backend("tflite-cpu").benchmark(nb201.build_network(ARCH, SMALL), nb201.example_input(SMALL), protocol, tmp_path)
+    assert len(timing.samples_ms) == 5 and min(timing.samples_ms) > 0
+
+
+def test_torch_cuda_without_a_gpu_is_a_device_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        make_backend("torch-cuda").check()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_torch_cuda_times_a_real_network(tmp_path) -> None:
+    backend = make_backend("torch-cuda")
+    backend.check()
+    protocol = Protocol(warmup_runs=3, runs=10)
+    timing = backend.benchmark(nb201.build_network(ARCH), nb201.example_input(), protocol, tmp_path)
+    assert len(timing.samples_ms) == 10 and min(timing.samples_ms) > 0
+    assert json.loads(json.dumps(backend.environment(), default=str))["gpu"]

@@ -1,0 +1,84 @@
+"""The Prefect flow, for real: default runner with a device that drops out once, and a local
+2-worker Dask cluster whose chunks of one device must never overlap."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from measure_helpers import FAST_PROTOCOL, TINY_NETWORK
+
+from leti import campaign, tables
+from leti.devices import BACKENDS, DeviceError
+from leti.devices.torch_cpu import TorchCPU
+from leti.measure_flow import SUMMARY_ARTIFACT, run_measure
+from leti.spaces import nb201
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def write_params(path, devices: dict):
+    path.write_text(yaml.safe_dump({"measure": {"defaults": {**FAST_PROTOCOL, **TINY_NETWORK}}, "devices": devices}))
+    return str(path)
+
+
+class DropsOutOnce(TorchCPU):
+    """torch-cpu whose device is missing on the first check only."""
+
+    name = "drops-out-once"
+    checks = 0
+
+    def check(self) -> None:
+        DropsOutOnce.checks += 1
+        if DropsOutOnce.checks == 1:
+            raise DeviceError("error: device 'drops-out-once' not found")
+
+
+def test_default_runner_retries_a_device_error_and_writes_a_summary(prefect_server, tmp_path, monkeypatch) -> None:
+    from prefect import get_client
+
+    monkeypatch.setitem(BACKENDS, DropsOutOnce.name, DropsOutOnce)
+    params_path = write_params(tmp_path / "params.yaml", {"torch-cpu": {"backend": "torch-cpu"}, "phone": {"backend": DropsOutOnce.name}})
+    archs = nb201.sample_valid(3, seed=11)
+    result = run_measure(
+        ["torch-cpu", "phone"], archs, params_path=params_path, store=str(tmp_path / "store"), chunk_size=3,
+        device_retries=0, task_retries=1, retry_delay_seconds=0,
+    )
+    attempts = {chunk["device"]: chunk["attempt"] for chunk in result["chunks"]}
+    assert attempts == {"torch-cpu": 1, "phone": 2}  # Prefect retried the chunk after the DeviceError
+    by_device = {row["device"]: row for row in result["summary"]}
+    assert by_device["phone"]["measured"] == by_device["torch-cpu"]["measured"] == 3
+    assert by_device["phone"]["status"] == "ok"
+    with get_client(sync_client=True) as client:  # the typed read_artifacts sends nulls this server rejects
+        query = {"artifacts": {"key": {"any_": [SUMMARY_ARTIFACT]}}, "limit": 1, "offset": 0, "sort": "UPDATED_DESC"}
+        artifacts = client.request("POST", "/artifacts/filter", json=query).json()
+    assert artifacts and "phone" in artifacts[0]["data"] and artifacts[0]["type"] == "table"
+    for device in ("torch-cpu", "phone"):
+        assert set(tables.read(tmp_path / "store" / device, tables.LATENCY)["arch"]) == set(archs)
+
+
+def test_dask_runner_measures_two_devices_without_overlap_on_one_device(prefect_server, tmp_path) -> None:
+    params_path = write_params(tmp_path / "params.yaml", {"torch-cpu": {"backend": "torch-cpu"}, "onnxruntime-cpu": {"backend": "onnxruntime-cpu"}})
+    archs = nb201.sample_valid(4, seed=12)
+    store = tmp_path / "store"
+    result = run_measure(
+        ["torch-cpu", "onnxruntime-cpu"], archs, runner="dask", workers=2, params_path=params_path,
+        store=str(store), chunk_size=1,
+    )
+    for device in ("torch-cpu", "onnxruntime-cpu"):
+        spans = sorted((chunk["started"], chunk["finished"]) for chunk in result["chunks"] if chunk["device"] == device)
+        assert len(spans) == 4
+        for (_, end), (next_start, _) in zip(spans, spans[1:]):
+            assert end <= next_start, f"two chunks of {device} overlapped"
+        table = campaign.latency_table(store, device)
+        assert sorted(table["arch"]) == sorted(archs)
+    # resuming measures nothing more
+    again = run_measure(["torch-cpu"], archs, params_path=params_path, store=str(store), chunk_size=1)
+    assert again["chunks"] == [] and again["summary"][0]["skipped"] == 4
