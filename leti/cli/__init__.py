@@ -7,9 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from leti.cli import arch, measure
+from leti.cli import arch, evaluate, ingest, measure
 
-COMMANDS = [arch, measure]
+COMMANDS = [arch, ingest, measure, evaluate]
 
 
 class UserError(Exception):

@@ -1,0 +1,5 @@
+import sys
+
+from leti.cli import main
+
+sys.exit(main())
