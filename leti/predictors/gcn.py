@@ -4,7 +4,8 @@ Defaults are the paper's: 4 graph convolutions of 600 units, each followed by La
 dropout 0.002; the prediction is read from the global node; L1 loss; AdamW (lr 4e-4, weight decay
 5e-4), batch 1, up to 250 epochs, early stop after 35 epochs without validation improvement and the
 learning rate halved after 10. ``batch_size > 1`` trains on ``dgl.batch``-ed graphs, which is much
-faster on a CPU. The target is the latency divided by the training mean (``target="scaled"``), or
+faster on a CPU. Torch runs on ``threads`` threads (default 1): graphs this small gain nothing
+from more, and on a shared machine oversubscribed threads made training 25x slower. The target is the latency divided by the training mean (``target="scaled"``), or
 its standardised log (``target="log"``) whose L1 loss weighs relative errors, as acc@k does.
 """
 
@@ -28,6 +29,7 @@ from leti.spaces import nb201
 class GCN(nn.Module):
     def __init__(self, in_size: int, hidden: int, layers: int, dropout: float, readout: str) -> None:
         super().__init__()
+        dgl()  # imports DGL with the GraphBolt workaround before its nn module is touched
         from dgl.nn.pytorch import GraphConv
 
         sizes = [in_size] + [hidden] * layers
@@ -68,6 +70,7 @@ class GCNPredictor(Predictor):
         adjacency: str = "brp",
         target: str = "scaled",
         seed: int = 0,
+        threads: int = 1,
         progress: bool = False,
     ) -> None:
         if target not in ("scaled", "log"):
@@ -75,7 +78,8 @@ class GCNPredictor(Predictor):
         super().__init__(
             hidden=hidden, layers=layers, dropout=dropout, lr=lr, weight_decay=weight_decay,
             batch_size=batch_size, epochs=epochs, patience=patience, lr_patience=lr_patience,
-            node_features=node_features, adjacency=adjacency, target=target, seed=seed, progress=progress,
+            node_features=node_features, adjacency=adjacency, target=target, seed=seed, threads=threads,
+            progress=progress,
         )
         self.model: GCN | None = None
         self.scale: tuple[float, float] = (0.0, 1.0)  # target = (transform(y) - shift) / scale
@@ -106,6 +110,7 @@ class GCNPredictor(Predictor):
         from tqdm import tqdm
 
         p = self.params
+        torch.set_num_threads(p["threads"])
         torch.manual_seed(p["seed"])
         dgl().seed(p["seed"])
         rng = np.random.default_rng(p["seed"])
@@ -163,6 +168,7 @@ class GCNPredictor(Predictor):
     def predict(self, archs: Sequence[str], chunk: int = 4096) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("gcn predictor is not fitted")
+        torch.set_num_threads(self.params["threads"])
         self.model.eval()
         outputs = []
         with torch.inference_mode():
