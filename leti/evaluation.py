@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from leti.metrics import regression_metrics
 from leti.predictors import Predictor
@@ -57,7 +59,7 @@ def evaluate(
         "n_test": int(len(parts.test)),
         "fit_seconds": fit_seconds,
         "predict_seconds": predict_seconds,
-        "predictor": predictor.family,
+        "predictor": predictor.chosen,
     }
     predicted = {
         "train": predictor.predict(list(archs[parts.train])),
@@ -65,3 +67,40 @@ def evaluate(
         "test": test_predicted,
     }
     return Evaluation(metrics, predicted)
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """One device's cells under the BRP-NAS protocol, sorted by arch string."""
+
+    device: str
+    archs: list[str]
+    latency_ms: np.ndarray
+    excluded_no_path: int  # cells dropped because no input->output path exists (341 in NB201)
+
+
+def load_device(path: str | Path, device: str) -> DeviceData:
+    """Successful rows of ``device`` from a latency store folder or a latency table file.
+
+    Cells without an input→output path are excluded, as BRP-NAS and HELP do: their networks are
+    only stem, reductions and head, and some devices report near-zero latency for them. Several
+    rows for one cell (repeated campaigns) are averaged.
+    """
+    from leti import campaign, tables
+    from leti.spaces import nb201
+
+    path = Path(path)
+    if path.is_dir():
+        if not (path / device).is_dir():
+            known = sorted(p.name for p in path.iterdir() if p.is_dir())
+            raise KeyError(f"unknown device {device!r} in latency store {path} (known: {', '.join(known) or 'none'})")
+        rows = campaign.latency_table(path, device)
+    else:
+        rows = tables.read(path, tables.LATENCY).filter(pl.col("error").is_null())
+        if not rows.filter(pl.col("device") == device).height:
+            known = sorted(rows["device"].unique().to_list())
+            raise KeyError(f"unknown device {device!r} in {path} (known: {', '.join(known) or 'none'})")
+    rows = rows.filter(pl.col("device") == device).group_by("arch").agg(pl.col("median_ms").mean()).sort("arch")
+    valid = [nb201.has_path(nb201.parse(arch)) for arch in rows["arch"]]
+    kept = rows.filter(pl.Series(valid))
+    return DeviceData(device, kept["arch"].to_list(), kept["median_ms"].to_numpy(), len(valid) - sum(valid))

@@ -7,9 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from leti.cli import arch, measure, measure_ops
+from leti.cli import arch, evaluate, ingest, measure, measure_ops
 
-COMMANDS = [arch, measure, measure_ops]
+COMMANDS = [arch, measure, measure_ops, ingest, evaluate]
 
 
 class UserError(Exception):

@@ -27,8 +27,36 @@ def onehot_names() -> list[str]:
     return [f"edge{dst}{src}_{op}" for dst, src in nb201.EDGES for op in nb201.OPS]
 
 
+def op_counts(arch: str) -> np.ndarray:
+    """How many of the six edges carry each op (5 values, in ``nb201.OPS`` order)."""
+    cell = nb201.parse(arch)
+    return np.array([cell.count(op) for op in nb201.OPS], dtype=np.float32)
+
+
+def op_counts_names() -> list[str]:
+    return [f"count_{op}" for op in nb201.OPS]
+
+
+def flat(arch: str) -> np.ndarray:
+    """One-hot op×edge, op counts, then MFLOPs, thousands of params and MB of memory traffic.
+
+    The costs come from ``costs.network_cost`` (per-op sums), so featurizing all 15625 cells is fast.
+    """
+    from leti.features import costs
+
+    cost = costs.network_cost(arch)
+    totals = np.array([cost.flops / 1e6, cost.params / 1e3, cost.memory_bytes / 1e6], dtype=np.float32)
+    return np.concatenate([onehot(arch), op_counts(arch), totals])
+
+
+def flat_names() -> list[str]:
+    return onehot_names() + op_counts_names() + ["mflops", "kparams", "memory_mb"]
+
+
 FEATURE_SETS: dict[str, tuple[Callable[[str], np.ndarray], Callable[[], list[str]]]] = {
     "onehot": (onehot, onehot_names),
+    "counts": (op_counts, op_counts_names),
+    "flat": (flat, flat_names),
 }
 
 

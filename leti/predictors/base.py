@@ -21,6 +21,11 @@ class Predictor(ABC):
     def __init__(self, **params: Any) -> None:
         self.params = params
 
+    @property
+    def chosen(self) -> str:
+        """The family that makes the predictions (``auto`` names the one it picked)."""
+        return self.family
+
     @abstractmethod
     def fit(
         self,

@@ -1,4 +1,8 @@
-"""Linear regression on one-hot op×edge features (the simplest learned baseline)."""
+"""Linear regression on one-hot op×edge features (the simplest learned baseline).
+
+``target="log"`` fits log-latency instead: a multiplicative model whose squared error weighs
+relative errors, which is what acc@k scores.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from leti.predictors.base import Predictor
 class LinearPredictor(Predictor):
     family = "linear"
 
-    def __init__(self, feature_set: str = "onehot", ridge: float = 1e-6) -> None:
-        super().__init__(feature_set=feature_set, ridge=ridge)
+    def __init__(self, feature_set: str = "onehot", ridge: float = 1e-6, target: str = "raw") -> None:
+        if target not in ("raw", "log"):
+            raise ValueError(f"unknown linear target {target!r} (known: raw, log)")
+        super().__init__(feature_set=feature_set, ridge=ridge, target=target)
         self.coef: np.ndarray | None = None
 
     def _design(self, archs: Sequence[str]) -> np.ndarray:
@@ -26,13 +32,16 @@ class LinearPredictor(Predictor):
         x = self._design(archs)
         # A tiny ridge keeps the one-hot design (collinear with the intercept) well posed.
         gram = x.T @ x + self.params["ridge"] * np.eye(x.shape[1])
-        self.coef = np.linalg.solve(gram, x.T @ np.asarray(latency_ms, dtype=np.float64))
+        y = np.asarray(latency_ms, dtype=np.float64)
+        y = np.log(y) if self.params["target"] == "log" else y
+        self.coef = np.linalg.solve(gram, x.T @ y)
         return self
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         if self.coef is None:
             raise RuntimeError("linear predictor is not fitted")
-        return self._design(archs) @ self.coef
+        y = self._design(archs) @ self.coef
+        return np.exp(y) if self.params["target"] == "log" else y
 
     def save_state(self, folder: Path) -> None:
         np.save(folder / "coef.npy", self.coef)

@@ -1,4 +1,4 @@
-"""Gradient-boosted trees (XGBoost) on flat features."""
+"""Gradient-boosted trees (XGBoost) on flat features; ``target="log"`` fits log-latency."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ class XGBoostPredictor(Predictor):
         learning_rate: float = 0.05,
         early_stopping_rounds: int = 50,
         seed: int = 0,
+        target: str = "raw",
     ) -> None:
+        if target not in ("raw", "log"):
+            raise ValueError(f"unknown xgboost target {target!r} (known: raw, log)")
         super().__init__(
             feature_set=feature_set,
             n_estimators=n_estimators,
@@ -31,6 +34,7 @@ class XGBoostPredictor(Predictor):
             learning_rate=learning_rate,
             early_stopping_rounds=early_stopping_rounds,
             seed=seed,
+            target=target,
         )
         self.model: xgb.XGBRegressor | None = None
 
@@ -49,14 +53,19 @@ class XGBoostPredictor(Predictor):
         x = features.matrix(archs, self.params["feature_set"])
         has_val = len(val_archs) > 0
         self.model = self._model(early_stopping=has_val)
-        eval_set = [(features.matrix(val_archs, self.params["feature_set"]), val_latency_ms)] if has_val else None
-        self.model.fit(x, np.asarray(latency_ms), eval_set=eval_set, verbose=False)
+        eval_set = [(features.matrix(val_archs, self.params["feature_set"]), self._target(val_latency_ms))] if has_val else None
+        self.model.fit(x, self._target(latency_ms), eval_set=eval_set, verbose=False)
         return self
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("xgboost predictor is not fitted")
-        return self.model.predict(features.matrix(archs, self.params["feature_set"])).astype(np.float64)
+        y = self.model.predict(features.matrix(archs, self.params["feature_set"])).astype(np.float64)
+        return np.exp(y) if self.params["target"] == "log" else y
+
+    def _target(self, latency_ms: np.ndarray) -> np.ndarray:
+        y = np.asarray(latency_ms, dtype=np.float64)
+        return np.log(y) if self.params["target"] == "log" else y
 
     def save_state(self, folder: Path) -> None:
         self.model.save_model(folder / "model.json")

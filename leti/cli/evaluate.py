@@ -1,0 +1,76 @@
+"""``leti evaluate``: the BRP-NAS protocol for one predictor on one device, metrics as JSON.
+
+Other tools script against this command; keep its options and the keys of its JSON exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from leti import evaluation, predictors
+
+
+def parse_value(text: str) -> object:
+    """``--set`` values are JSON when they parse as JSON (numbers, booleans), else strings."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="fit and score a predictor on one device (BRP-NAS protocol)",
+        description="Split one device's cells (those with an input->output path; the others are excluded and "
+        "counted) into TRAIN_SIZE train, VAL_SIZE validation and the rest test by SEED, fit the predictor, and "
+        "write test metrics: acc_1pct, acc_5pct, acc_10pct (percent), rmse_ms, mape, spearman, kendall, n_train, "
+        "n_val, n_test, fit_seconds, predict_seconds, predictor (the family chosen, for auto).",
+    )
+    parser.add_argument("--latency", type=Path, required=True, metavar="PATH", help="latency store folder or latency table file")
+    parser.add_argument("--device", required=True)
+    parser.add_argument("--predictor", required=True, help=f"one of: {', '.join(sorted(predictors.FAMILIES))}")
+    parser.add_argument("--train-size", type=int, default=900)
+    parser.add_argument("--val-size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE", help="metrics JSON file")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a predictor parameter, e.g. --set batch_size=32 for gcn (repeatable)",
+    )
+    parser.add_argument("--save", type=Path, metavar="DIR", help="also save the fitted predictor here")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = parse_value(value)
+    if args.predictor not in predictors.FAMILIES:
+        raise KeyError(f"unknown predictor {args.predictor!r} (known: {', '.join(sorted(predictors.FAMILIES))})")
+    data = evaluation.load_device(args.latency, args.device)
+    predictor = predictors.make_predictor(args.predictor, **predictors.with_seed(args.predictor, overrides, args.seed))
+    parts = evaluation.split(len(data.archs), args.train_size, args.val_size, args.seed)
+    result = evaluation.evaluate(predictor, data.archs, data.latency_ms, parts)
+    metrics = {
+        **result.metrics,
+        "device": args.device,
+        "seed": args.seed,
+        "excluded_no_path": data.excluded_no_path,
+    }
+    print(
+        f"leti evaluate: excluded {data.excluded_no_path} cells with no input->output path on {args.device}",
+        file=sys.stderr,
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.save:
+        predictor.save(args.save)
+    print(json.dumps(metrics))
+    return 0
