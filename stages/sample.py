@@ -6,6 +6,7 @@ import polars as pl
 from tqdm import tqdm
 
 from leti import params, tables
+from leti.features import costs
 from leti.spaces import nb201
 
 
@@ -17,20 +18,18 @@ def main() -> None:
     if config["space"] != nb201.NAME:
         raise SystemExit(f"sample: unsupported space {config['space']!r} (supported: {nb201.NAME})")
     ids = nb201.canonical_ids()
-    network_config = nb201.NetworkConfig()
-    example = nb201.example_input(network_config)
     rows = []
     for arch in tqdm(nb201.sample_valid(config["n"], config["seed"]), desc="sample", unit="cell"):
-        network = nb201.build_network(arch, network_config)
         cell = nb201.parse(arch)
+        cost = costs.network_cost(arch)
         rows.append(
             {
                 "space": nb201.NAME,
                 "arch": arch,
                 "canonical_id": ids[nb201.canonical_form(cell)],
                 "valid": nb201.has_path(cell),
-                "flops": nb201.count_flops(network, example),
-                "params": nb201.count_params(network),
+                "flops": cost.flops,
+                "params": cost.params,
             }
         )
     tables.write(pl.DataFrame(rows), args.output, tables.ARCHITECTURES)
