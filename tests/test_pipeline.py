@@ -14,6 +14,9 @@ from leti import tables
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+HELP = (ROOT / ".." / "shared" / "datasets" / "help").resolve()
+HAS_HELP = (HELP / "nasbench201" / "str_arch2idx.pt").exists()
+MAIN_STAGES = {"sample", "measure", "featurize", "train", "evaluate"}
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +26,26 @@ def tiny_params(params: dict) -> dict:
     params["measure"]["defaults"].update(runs=3, warmup_runs=1, warmup_seconds=0.0)
     params["train"].update(train_size=3, val_size=2)
     params["train"]["predictors"]["xgboost"]["n_estimators"] = 20
+    params["ingest_help"].update(source=str(HELP), devices=["gold_6240"])
+    params["report"].update(
+        devices=["gold_6240"], seeds=[0], train_size=60, val_size=20, study_device="gold_6240",
+        predictors={"flops": {}, "linear": {}, "gcn": {"hidden": 16, "layers": 2, "batch_size": 16, "epochs": 2}},
+        ensemble_members=["gcn", "linear"], ablations={"identity_adjacency": {"adjacency": "identity"}},
+        train_sizes=[30], train_size_predictors=["linear"], batch_sizes=[],
+    )
     return params
+
+
+def stages_run() -> set[str]:
+    """Every stage when the published HELP data is here; the measurement pipeline otherwise."""
+    return set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) if HAS_HELP else MAIN_STAGES
 
 
 def declared_outputs(dvc_yaml: dict, params: dict) -> list[str]:
     paths = []
     for name, stage in dvc_yaml["stages"].items():
+        if name not in stages_run():
+            continue
         keys = stage.get("do", stage)
         for kind in ("outs", "metrics", "plots"):
             for entry in keys.get(kind, []):
@@ -67,7 +84,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
         run(command, copy)
-    run(["dvc", "repro"], copy)
+    run(["dvc", "repro", *([] if HAS_HELP else sorted(MAIN_STAGES))], copy)
     return copy
 
 
@@ -100,7 +117,7 @@ def test_metrics_file_has_every_predictor(repo: Path) -> None:
 
 
 def test_second_repro_does_nothing(repo: Path) -> None:
-    result = run(["dvc", "repro"], repo)
+    result = run(["dvc", "repro", *([] if HAS_HELP else sorted(MAIN_STAGES))], repo)
     assert "Running stage" not in result.stdout
     assert "up to date" in result.stdout
 
