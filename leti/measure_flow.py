@@ -115,7 +115,8 @@ def measure_devices(
             )
     records, failures = [], {}
     for name, future in futures:
-        state = future.wait() or future.state
+        future.wait()
+        state = future.state
         if state.is_completed():
             records.append(future.result())
         else:
