@@ -72,8 +72,6 @@ class DeviceConfig:
                 f"device {name!r} in params.yaml names unknown backend {merged['backend']!r} "
                 f"(known: {', '.join(sorted(BACKENDS))})"
             )
-        if "pin_cpus" in merged:
-            merged["pin_cpus"] = tuple(merged["pin_cpus"] or ())
         return cls(
             name=name,
             backend=merged["backend"],

@@ -115,7 +115,8 @@ def measure_devices(
             )
     records, failures = [], {}
     for name, future in futures:
-        state = future.wait() or future.state
+        future.wait()
+        state = future.state
         if state.is_completed():
             records.append(future.result())
         else:
@@ -149,7 +150,10 @@ def task_runner(name: str, workers: int = 2) -> Any:
 
 
 def run_measure(devices: list[str], archs: list[str], runner: str = "default", workers: int = 2, **options: Any) -> dict[str, Any]:
-    """Run the flow with the chosen task runner."""
+    """Run the flow with the chosen task runner, after checking every device name and backend
+    (so a typo fails in a second with the name, not after a Prefect server start)."""
+    for name in devices:
+        params.device(name, options.get("params_path", "params.yaml"))
     chosen = task_runner(runner, workers)
     measure = measure_devices.with_options(task_runner=chosen) if chosen else measure_devices
     return measure(devices=devices, archs=archs, **options)

@@ -27,4 +27,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (KeyError, ValueError, FileNotFoundError) as error:  # bad input: one line naming it
+        raise SystemExit(f"measure: error: {error.args[0] if error.args else error}") from None

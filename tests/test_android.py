@@ -3,13 +3,12 @@ stand-in adb (tests/fakes/adb) that runs the local TFLite interpreter in the pho
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
 
 import pytest
-from measure_helpers import TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
+from measure_helpers import tiny_device_config  # noqa: F401 (fixture)
 
 from leti import campaign, tables
 from leti.devices import DeviceError, Protocol, make_backend

@@ -82,3 +82,10 @@ def test_dask_runner_measures_two_devices_without_overlap_on_one_device(prefect_
     # resuming measures nothing more
     again = run_measure(["torch-cpu"], archs, params_path=params_path, store=str(store), chunk_size=1)
     assert again["chunks"] == [] and again["summary"][0]["skipped"] == 4
+
+
+def test_an_unknown_device_is_named_before_any_flow_starts(tmp_path) -> None:
+    params_path = write_params(tmp_path / "params.yaml", {"torch-cpu": {"backend": "torch-cpu"}})
+    with pytest.raises(KeyError, match="unknown device 'pixel9'"):
+        run_measure(["torch-cpu", "pixel9"], nb201.sample_valid(1, seed=14), params_path=params_path, store=str(tmp_path))
+    assert not (tmp_path / "torch-cpu").exists()
