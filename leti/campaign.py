@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import socket
 import tempfile
 import time
@@ -183,16 +184,19 @@ def chunked(items: Sequence[str], size: int) -> Iterable[list[str]]:
 
 
 @contextlib.contextmanager
-def device_lock(store: Path, device: str) -> Iterator[None]:
-    """Hold the device's lock file (``<store>/<device>/.lock``) for the block.
+def device_lock(resource: str) -> Iterator[None]:
+    """Hold the host-wide lock file of a physical resource for the block.
 
     Two benchmarks on one device would time each other, so every chunk, from any process (a
-    Prefect worker, a Dask worker, ``leti measure``), takes this ``flock`` first. The kernel
-    drops the lock when its holder dies, so a ``kill -9`` never leaves a device locked.
+    Prefect worker, a Dask worker, ``leti measure``), takes this ``flock`` first. The lock is per
+    resource, not per device name: ``torch-cpu`` and ``onnxruntime-cpu`` share this host's CPU and
+    take turns, whichever store they write to. The lock files live in ``$LETI_LOCK_DIR`` (default:
+    the system temp folder). The kernel drops a lock when its holder dies, so ``kill -9`` never
+    leaves one held.
     """
-    folder = device_dir(store, device)
+    folder = Path(os.environ.get("LETI_LOCK_DIR") or tempfile.gettempdir()) / "leti-locks"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
+    with open(folder / f"{resource}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -230,7 +234,8 @@ def measure_chunk(
     """
     backend = make_backend(device.backend, device.options)
     rows: list[dict[str, Any]] = []
-    with device_lock(store, device.name), pinned(device.protocol.pin_cpus):
+    device_dir(store, device.name).mkdir(parents=True, exist_ok=True)
+    with device_lock(backend.resource()), pinned(device.protocol.pin_cpus):
         remove_stale_temp_files(device_dir(store, device.name))
         started = time.time()
         try:

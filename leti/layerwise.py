@@ -148,7 +148,7 @@ def measure_ops(device: DeviceConfig, store: Path, retries: int = 3, backoff_sec
     store = Path(store)
     done = set(lookup_rows(store, device)["op_key"]) if op_dir(store, device.name).exists() else set()
     backend = make_backend(device.backend, device.options)
-    with campaign.device_lock(store, device.name), pinned(device.protocol.pin_cpus):
+    with campaign.device_lock(backend.resource()), pinned(device.protocol.pin_cpus):
         campaign.with_device_retries(backend.check, device.name, retries, backoff_seconds)
         with tempfile.TemporaryDirectory(prefix=f"leti-ops-{device.name}-") as workdir:
             for instance in distinct_ops(device.network):

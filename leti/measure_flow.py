@@ -1,7 +1,8 @@
 """Prefect flow: a measurement campaign over several devices, one task per (device, chunk).
 
-Chunks of different devices run side by side; chunks of one device never overlap because each
-takes the device's file lock (``campaign.device_lock``), which holds across threads, processes
+Chunks of devices on different hardware run side by side; chunks of one device (or of two devices
+sharing hardware, such as torch-cpu and onnxruntime-cpu on this CPU) never overlap because each
+takes the resource's file lock (``campaign.device_lock``), which holds across threads, processes
 and Dask workers alike and needs no Prefect server (a tag concurrency limit would). A chunk that
 hits a ``DeviceError`` after its in-chunk retries is retried by Prefect with a delay; a device
 that stays gone is reported in the summary artifact and in the flow's final error, after every

@@ -110,6 +110,9 @@ class AndroidADB(Backend):
     name = "android-adb"
     libraries = ("litert-torch", "ai-edge-litert", "torch")
 
+    def resource(self) -> str:
+        return f"adb-{self.serial}"
+
     @property
     def serial(self) -> str:
         if not self.options.get("serial"):

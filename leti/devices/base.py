@@ -255,6 +255,11 @@ class Backend(ABC):
     """Distributions whose versions are recorded with every row."""
     options: dict[str, Any] = field(default_factory=dict)
 
+    def resource(self) -> str:
+        """The physical device this backend times on. Benchmarks on one resource never overlap,
+        so two devices of ``params.yaml`` that share this host's CPU take turns."""
+        return "host-cpu"
+
     def check(self) -> None:
         """Fail fast, once per chunk, when the backend cannot run here or the device is gone.
 

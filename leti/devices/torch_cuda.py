@@ -21,6 +21,9 @@ class TorchCUDA(Backend):
     def device(self) -> torch.device:
         return torch.device("cuda", int(self.options.get("device_index", 0)))
 
+    def resource(self) -> str:
+        return f"cuda-{self.device.index}"
+
     def check(self) -> None:
         if not torch.cuda.is_available():
             raise DeviceError(f"backend {self.name!r}: no CUDA device is available (torch {torch.__version__})")
