@@ -6,7 +6,7 @@
 import argparse
 import json
 
-from leti import measure_flow, params
+from leti import measure_flow
 
 
 def main() -> None:
@@ -18,17 +18,8 @@ def main() -> None:
     parser.add_argument("--runner", choices=["default", "dask"], default=None, help="default: measure.runner in params")
     parser.add_argument("--workers", type=int, default=None, help="Dask workers (default: measure.dask_workers)")
     args = parser.parse_args()
-    config = params.section("measure", args.params)
-    devices = args.device or list(params.load(args.params).get("devices") or {})
-    result = measure_flow.run_measure(
-        devices,
-        measure_flow.architectures(args.architectures),
-        runner=args.runner or config.get("runner", "default"),
-        workers=args.workers or config.get("dask_workers", 2),
-        params_path=args.params,
-        store=args.store,
-        chunk_size=config["part_size"],
-        retry_errors=config["retry_errors"],
+    result = measure_flow.run_from_params(
+        args.device, args.params, args.architectures, args.store, runner=args.runner, workers=args.workers
     )
     print(json.dumps(result["summary"]))
 

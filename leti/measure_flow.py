@@ -162,3 +162,26 @@ def run_measure(devices: list[str], archs: list[str], runner: str = "default", w
 
 def architectures(path: str | Path) -> list[str]:
     return tables.read(path, tables.ARCHITECTURES)["arch"].to_list()
+
+
+def run_from_params(
+    devices: list[str] | None = None,
+    params_path: str = "params.yaml",
+    architectures_path: str | Path = "data/architectures.parquet",
+    store: str = "data/latency",
+    runner: str | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Run the flow as ``params.yaml``'s ``measure:`` section says (runner, chunk size, retries),
+    over ``devices`` (default: every entry of ``devices:``)."""
+    config = params.section("measure", params_path)
+    return run_measure(
+        devices or list(params.load(params_path).get("devices") or {}),
+        architectures(architectures_path),
+        runner=runner or config.get("runner", "default"),
+        workers=workers or config.get("dask_workers", 2),
+        params_path=params_path,
+        store=store,
+        chunk_size=config["part_size"],
+        retry_errors=config["retry_errors"],
+    )

@@ -4,7 +4,7 @@ resumes where the last one stopped."""
 import argparse
 import json
 
-from leti import measure_flow, params
+from leti import measure_flow
 
 
 def main() -> None:
@@ -13,16 +13,7 @@ def main() -> None:
     parser.add_argument("--architectures", default="data/architectures.parquet")
     parser.add_argument("--store", default="data/latency")
     args = parser.parse_args()
-    config = params.section("measure")
-    result = measure_flow.run_measure(
-        [args.device],
-        measure_flow.architectures(args.architectures),
-        runner=config.get("runner", "default"),
-        workers=config.get("dask_workers", 2),
-        store=args.store,
-        chunk_size=config["part_size"],
-        retry_errors=config["retry_errors"],
-    )
+    result = measure_flow.run_from_params([args.device], "params.yaml", args.architectures, args.store)
     print(json.dumps(result["summary"]))
 
 
