@@ -179,6 +179,17 @@ def lookup_table(store: Path, device: DeviceConfig, statistic: str = "median_ms"
     )
 
 
+def lookup_from_folder(folder: str | Path, statistic: str = "median_ms") -> pl.DataFrame:
+    """``op_key -> latency_ms`` from one device's op-latency folder, which must hold one configuration."""
+    rows = tables.read(folder, tables.OP_LATENCY).filter(pl.col("error").is_null())
+    if rows.is_empty():
+        raise ValueError(f"{folder}: no measured operators (run `leti measure-ops` first)")
+    configs = rows["config_id"].unique().to_list()
+    if len(configs) != 1:
+        raise ValueError(f"{folder}: holds {len(configs)} measurement configurations; keep one per lookup table")
+    return rows.select("op_key", pl.col(statistic).alias("latency_ms")).unique("op_key", keep="last")
+
+
 def predict_from_lookup(
     archs: Sequence[str], lookup_frame: pl.DataFrame, config: nb201.NetworkConfig = nb201.NetworkConfig()
 ) -> np.ndarray:

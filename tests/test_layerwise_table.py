@@ -63,6 +63,23 @@ def test_lookup_table_is_resumable_and_predicts_the_sum(tiny_device_config, tmp_
         predict_from_lookup([ARCH], lookup.filter(~pl.col("op_key").str.starts_with("nor_conv_3x3")), config)
 
 
+def test_layerwise_predictor_sums_the_measured_lookup_table(tiny_device_config, tmp_path) -> None:
+    from leti import predictors
+
+    device = tiny_device_config("torch-cpu")
+    layerwise.measure_ops(device, tmp_path)
+    model = predictors.make_predictor("layerwise", lookup=str(tmp_path / "torch-cpu"), network=TINY_NETWORK)
+    archs = nb201.sample_valid(5, seed=21)
+    model.fit(archs[:2], [1.0, 2.0])  # nothing is fitted: the measured sums stand as they are
+    expected = predict_from_lookup(archs, layerwise.lookup_table(tmp_path, device), nb201.NetworkConfig(**TINY_NETWORK))
+    assert model.predict(archs) == pytest.approx(expected)
+    loaded = predictors.load(model.save(tmp_path / "model"))
+    assert loaded.predict(archs) == pytest.approx(expected)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no measured operators"):
+        predictors.make_predictor("layerwise", lookup=str(tmp_path / "empty")).fit(archs[:2], [1.0, 2.0])
+
+
 def test_measure_ops_command(tmp_path) -> None:
     params = {"measure": {"defaults": {**FAST_PROTOCOL, **TINY_NETWORK}}, "devices": {"ort": {"backend": "onnxruntime-cpu"}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

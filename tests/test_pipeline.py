@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HELP = (ROOT / ".." / "shared" / "datasets" / "help").resolve()
 HAS_HELP = (HELP / "nasbench201" / "str_arch2idx.pt").exists()
-MAIN_STAGES = {"sample", "measure", "featurize", "train", "evaluate"}
+MAIN_STAGES = {"sample", "measure", "measure_ops", "featurize", "train", "evaluate"}
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,7 @@ def declared_outputs(dvc_yaml: dict, params: dict) -> list[str]:
         for kind in ("outs", "metrics", "plots"):
             for entry in keys.get(kind, []):
                 path = next(iter(entry)) if isinstance(entry, dict) else entry
+                path = path.replace("${train.device}", params["train"]["device"])
                 if "foreach" in stage:
                     paths += [path.replace("${key}", device) for device in params["devices"]]
                 else:
@@ -110,7 +111,7 @@ def test_metrics_file_has_every_predictor(repo: Path) -> None:
     import json
 
     metrics = json.loads((repo / "metrics.json").read_text())
-    assert set(metrics) == {"linear", "xgboost"}
+    assert set(metrics) == {"layerwise", "linear", "xgboost"}
     for values in metrics.values():
         assert {"acc_1pct", "acc_5pct", "acc_10pct", "rmse_ms", "mape", "spearman", "kendall"} <= set(values)
         assert values["n_test"] == 3
@@ -131,7 +132,7 @@ def test_mlflow_runs_carry_their_data_versions(repo: Path) -> None:
     commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["leti"])
-    assert sorted(runs["params.family"]) == ["linear", "xgboost"]
+    assert sorted(runs["params.family"]) == ["layerwise", "linear", "xgboost"]
     assert set(runs["tags.data.latency.dvc_md5"]) == {latency_md5}
     # DVC stages dvc.lock as the pipeline runs, so the tree is honestly marked dirty.
     assert all(tag.removesuffix("-dirty") == commit for tag in runs["tags.git_commit"])

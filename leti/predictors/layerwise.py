@@ -1,10 +1,12 @@
-"""Layer-wise lookup: a network's latency is a fixed part plus the sum of its ops' latencies.
+"""Layer-wise lookup: a network's latency is the sum of its operators' latencies.
 
-This is nn-Meter's and most hardware-aware NAS tools' model. The per-op latencies should come from
-per-op measurements; until leti measures those, they are fitted by least squares on the op counts
-of the training cells (``latency ≈ fixed + Σ_op count(op) · cost(op)``), which is the best lookup
-table the training data allows. Every op of a cell runs whatever its neighbours are, ``none``
-included (it multiplies by zero), so counts are the right regressors.
+This is ProxylessNAS's and nn-Meter's model. With ``lookup`` (a device's op-latency folder from
+``leti measure-ops``), each operator instance's measured latency is summed as it is: nothing is
+fitted, so the gap to the measured network shows what the sum misses (fusion, per-call overhead).
+Without a lookup table (published datasets measured nothing per op), the per-op costs are fitted
+by least squares on the op counts of the training cells (``latency ≈ fixed + Σ_op count(op) ·
+cost(op)``), the best lookup table the training data allows. Every op of a cell runs whatever its
+neighbours are, ``none`` included (it multiplies by zero), so counts are the right regressors.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
-from leti import features
+from leti import features, layerwise
 from leti.predictors.base import Predictor
 from leti.spaces import nb201
 
@@ -22,15 +25,20 @@ from leti.spaces import nb201
 class LayerwisePredictor(Predictor):
     family = "layerwise"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, lookup: str | None = None, network: dict | None = None) -> None:
+        """``network``: the ``NetworkConfig`` keys the lookup table was measured for (default: CIFAR)."""
+        super().__init__(lookup=lookup, network=network)
         self.costs_ms: np.ndarray | None = None  # fixed part, then one cost per op of nb201.OPS
+        self.lookup_table: pl.DataFrame | None = None  # op_key -> latency_ms, when measured
 
     def _design(self, archs: Sequence[str]) -> np.ndarray:
         counts = features.matrix(archs, "counts").astype(np.float64)
         return np.hstack([np.ones((len(counts), 1)), counts])
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> LayerwisePredictor:
+        if self.params["lookup"]:
+            self.lookup_table = layerwise.lookup_from_folder(self.params["lookup"])
+            return self
         # The six counts always sum to 6, so the intercept and the op costs are collinear; lstsq's
         # minimum-norm solution picks one decomposition, predictions are the same for any.
         self.costs_ms, *_ = np.linalg.lstsq(self._design(archs), np.asarray(latency_ms, dtype=np.float64), rcond=None)
@@ -43,12 +51,21 @@ class LayerwisePredictor(Predictor):
         return {"fixed": float(self.costs_ms[0]), **{op: float(c) for op, c in zip(nb201.OPS, self.costs_ms[1:])}}
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
+        if self.lookup_table is not None:
+            config = nb201.NetworkConfig(**(self.params["network"] or {}))
+            return layerwise.predict_from_lookup(archs, self.lookup_table, config)
         if self.costs_ms is None:
             raise RuntimeError("layerwise predictor is not fitted")
         return self._design(archs) @ self.costs_ms
 
     def save_state(self, folder: Path) -> None:
-        np.save(folder / "costs_ms.npy", self.costs_ms)
+        if self.lookup_table is not None:
+            self.lookup_table.write_parquet(folder / "lookup.parquet")
+        else:
+            np.save(folder / "costs_ms.npy", self.costs_ms)
 
     def load_state(self, folder: Path) -> None:
-        self.costs_ms = np.load(folder / "costs_ms.npy")
+        if (folder / "lookup.parquet").exists():
+            self.lookup_table = pl.read_parquet(folder / "lookup.parquet")
+        else:
+            self.costs_ms = np.load(folder / "costs_ms.npy")
