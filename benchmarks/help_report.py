@@ -7,7 +7,6 @@ study, setting and predictor) are taken from the first part listed in the YAML f
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import polars as pl
@@ -52,7 +51,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results.write_csv(out / "results.csv")
     (out / "report.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.json").write_text(report.summary_json(summary))
     print(text)
 
 
