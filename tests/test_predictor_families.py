@@ -10,14 +10,14 @@ import pytest
 from leti import predictors
 from leti.metrics import regression_metrics
 
-SMALL_GCN = {"hidden": 64, "layers": 2, "batch_size": 8, "epochs": 40, "patience": 10, "lr": 2e-3}
+SMALL_GCN = {"hidden": 64, "layers": 2, "batch_size": 8, "epochs": 30, "patience": 10, "lr": 2e-3}
 FAMILY_PARAMS = {
     "linear": {},
     "xgboost": {"n_estimators": 60, "feature_set": "flat", "target": "log"},
     "layerwise": {},
     "flops": {},
     "gcn": SMALL_GCN,
-    "ensemble": {"members": {"linear": {}, "gcn": SMALL_GCN}},
+    "ensemble": {"members": {"linear": {}, "gcn": {**SMALL_GCN, "epochs": 5}}},
     "auto": {"candidates": {"flops": {}, "layerwise": {}, "linear": {}}},
 }
 
@@ -42,7 +42,7 @@ def test_trained_gcn_beats_the_mean_on_held_out_cells(help_cells) -> None:
     gcn = predictors.make_predictor("gcn", **SMALL_GCN).fit(archs[:150], latency[:150], archs[150:180], latency[150:180])
     held_out = latency[180:]
     gcn_mape = regression_metrics(held_out, gcn.predict(archs[180:]))["mape"]
-    mean_mape = regression_metrics(held_out, np.full_like(held_out, latency[:150].mean()))["mape"]
+    mean_mape = 100 * np.mean(np.abs(latency[:150].mean() - held_out) / held_out)
     assert gcn_mape < 0.6 * mean_mape
 
 

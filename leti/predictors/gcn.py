@@ -3,10 +3,14 @@
 Defaults are the paper's: 4 graph convolutions of 600 units, each followed by LayerNorm, ReLU and
 dropout 0.002; the prediction is read from the global node; L1 loss; AdamW (lr 4e-4, weight decay
 5e-4), batch 1, up to 250 epochs, early stop after 35 epochs without validation improvement and the
-learning rate halved after 10. ``batch_size > 1`` trains on ``dgl.batch``-ed graphs, which is much
-faster on a CPU. Torch runs on ``threads`` threads (default 1): graphs this small gain nothing
-from more, and on a shared machine oversubscribed threads made training 25x slower. The target is the latency divided by the training mean (``target="scaled"``), or
-its standardised log (``target="log"``) whose L1 loss weighs relative errors, as acc@k does.
+learning rate halved after 10. ``batch_size > 1`` trains on batched graphs, which is much faster
+on a CPU (see the report's batch-size study).
+
+Torch runs on ``threads`` threads (default 1): graphs this small gain nothing from more, and on a
+shared 2-core machine oversubscribed threads made a training step 25x slower.
+
+The target is the latency divided by the training mean (``target="scaled"``), or its standardised
+log (``target="log"``), whose L1 loss weighs relative errors, as acc@k does.
 """
 
 from __future__ import annotations
