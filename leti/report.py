@@ -238,9 +238,12 @@ Predictor settings: `{json.dumps(config['predictors'])}`
 acc@10 of the best leti predictor per device, GCN against XGBoost and linear regression, `auto`
 against the best single family, GCN fit time on {config['train_size']} cells and time to predict all 15625 cells.
 The last column is the share of test cells under 50 ms: on a whole-millisecond device (phones) the
-±0.5 ms rounding alone exceeds 1 % there, which caps acc@1 no matter the predictor. The op-count oracle predicts each cell by the median of
-all cells (test cells included) with the same op counts: where it stays far below 97 %, cells that
-run the same kernels differ by more than 10 %, which is noise unless the wiring alone explains it.
+±0.5 ms rounding alone exceeds 1 % there, which caps acc@1 no matter the predictor.
+
+The op-count oracle predicts each cell by the median of all cells (test cells included) with the
+same op counts. It is evidence, not a bound: a model that sees the wiring can beat it, and the median
+is not the best point for a ±10 % window. Where it stays far below 97 %, cells that run the same
+kernels differ by more than 10 %, which is measurement noise unless the wiring alone explains it.
 
 {target_table}
 
