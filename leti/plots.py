@@ -45,6 +45,7 @@ def error_cdf(predictions: pl.DataFrame, path: Path, title: str = "") -> Path:
     for k in (1, 5, 10):
         ax.axvline(k, color="grey", lw=0.6, ls="--")
     ax.set(xscale="symlog", xlabel="relative error (%)", ylabel="cells within error (%)", title=title or "error CDF")
+    ax.set_xlim(left=0)  # errors are never negative; symlog would otherwise show a -1 tick
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
