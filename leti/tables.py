@@ -27,6 +27,18 @@ ARCHITECTURES = pa.schema(
     metadata={"leti.table": "architectures"},
 )
 
+TIMING = [
+    pa.field("samples_ms", pa.list_(pa.float64())),  # every timed run, kept raw
+    pa.field("median_ms", pa.float64()),
+    pa.field("iqm_ms", pa.float64()),
+    pa.field("mean_ms", pa.float64()),
+    pa.field("min_ms", pa.float64()),
+    pa.field("std_ms", pa.float64()),
+    pa.field("cv", pa.float64()),
+    pa.field("unstable", pa.bool_()),  # cv above the protocol's threshold
+]
+"""Raw samples and summary statistics, shared by the network and per-operator latency tables."""
+
 LATENCY = pa.schema(
     [
         pa.field("space", pa.string(), nullable=False),
@@ -42,14 +54,7 @@ LATENCY = pa.schema(
         pa.field("warmup_runs", pa.int32()),
         pa.field("warmup_seconds", pa.float64()),
         pa.field("runs", pa.int32()),
-        pa.field("samples_ms", pa.list_(pa.float64())),
-        pa.field("median_ms", pa.float64()),
-        pa.field("iqm_ms", pa.float64()),
-        pa.field("mean_ms", pa.float64()),
-        pa.field("min_ms", pa.float64()),
-        pa.field("std_ms", pa.float64()),
-        pa.field("cv", pa.float64()),
-        pa.field("unstable", pa.bool_()),
+        *TIMING,
         pa.field("error", pa.string()),  # null on success; the failure message otherwise
         pa.field("measured_at", pa.timestamp("us", tz="UTC")),
         pa.field("host", pa.string()),
@@ -70,14 +75,7 @@ OP_LATENCY = pa.schema(
         pa.field("backend", pa.string(), nullable=False),
         pa.field("config_id", pa.string(), nullable=False),
         pa.field("runs", pa.int32()),
-        pa.field("samples_ms", pa.list_(pa.float64())),
-        pa.field("median_ms", pa.float64()),
-        pa.field("iqm_ms", pa.float64()),
-        pa.field("mean_ms", pa.float64()),
-        pa.field("min_ms", pa.float64()),
-        pa.field("std_ms", pa.float64()),
-        pa.field("cv", pa.float64()),
-        pa.field("unstable", pa.bool_()),
+        *TIMING,
         pa.field("error", pa.string()),
         pa.field("measured_at", pa.timestamp("us", tz="UTC")),
         pa.field("environment", pa.string()),
