@@ -15,13 +15,15 @@ def main() -> None:
     config = params.section("ingest_help")
     source = config["source"]
     if not source.startswith(("http://", "https://")) and not Path(source).exists():
-        sys.exit(
-            f"ingest_help: HELP data not found at {source!r}; set ingest_help.source in params.yaml to a HELP "
-            f"folder or to {ingest.HELP_URL}"
-        )
+        # A fresh clone has no shared/ folder beside it: fetch the published originals instead.
+        print(f"ingest_help: no HELP copy at {source!r}; downloading the originals from {ingest.HELP_URL}", file=sys.stderr)
+        source = ingest.HELP_URL
     for result in ingest.ingest_help(source, Path(args.output), config.get("devices") or None):
         print(json.dumps(result.summary()))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:  # no data, no network, a foreign file: one line
+        raise SystemExit(f"ingest_help: error: {error}") from None
