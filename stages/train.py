@@ -23,7 +23,10 @@ def main() -> None:
     device = config["device"]
     latency = campaign.latency_table(Path(args.store), device).sort("arch")
     archs = latency["arch"].to_list()
-    measured = latency["median_ms"].to_numpy()
+    statistic = config.get("statistic", "median_ms")
+    if statistic not in ("median_ms", "iqm_ms", "mean_ms", "min_ms"):
+        raise SystemExit(f"train: unknown statistic {statistic!r} (median_ms, iqm_ms, mean_ms, min_ms)")
+    measured = latency[statistic].to_numpy()
     features.preload(tables.read(args.features, tables.FEATURES))
     parts = evaluation.split(len(archs), config["train_size"], config["val_size"], config["seed"])
     tracking.setup(config["experiment"])
@@ -36,7 +39,7 @@ def main() -> None:
         with mlflow.start_run(run_name=f"{family}-{device}", tags=tags) as run:
             result = evaluation.evaluate(predictor, archs, measured, parts)
             folder = predictor.save(Path(args.models) / family)
-            mlflow.log_params({**predictor.params, "family": family, "seed": config["seed"]})
+            mlflow.log_params({**predictor.params, "family": family, "seed": config["seed"], "statistic": statistic})
             mlflow.log_metrics(
                 {f"val_{k}": v for k, v in regression_metrics(measured[parts.val], result.predicted["val"]).items()}
                 | {"fit_seconds": float(result.metrics["fit_seconds"])}

@@ -25,9 +25,10 @@ from leti.spaces import nb201
 class LayerwisePredictor(Predictor):
     family = "layerwise"
 
-    def __init__(self, lookup: str | None = None, network: dict | None = None) -> None:
-        """``network``: the ``NetworkConfig`` keys the lookup table was measured for (default: CIFAR)."""
-        super().__init__(lookup=lookup, network=network)
+    def __init__(self, lookup: str | None = None, network: dict | None = None, statistic: str = "median_ms") -> None:
+        """``network``: the ``NetworkConfig`` keys the lookup table was measured for (default: CIFAR);
+        ``statistic``: which summary of each operator's runs the lookup sums."""
+        super().__init__(lookup=lookup, network=network, statistic=statistic)
         self.costs_ms: np.ndarray | None = None  # fixed part, then one cost per op of nb201.OPS
         self.lookup_table: pl.DataFrame | None = None  # op_key -> latency_ms, when measured
 
@@ -37,7 +38,7 @@ class LayerwisePredictor(Predictor):
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> LayerwisePredictor:
         if self.params["lookup"]:
-            self.lookup_table = layerwise.lookup_from_folder(self.params["lookup"])
+            self.lookup_table = layerwise.lookup_from_folder(self.params["lookup"], self.params["statistic"])
             return self
         # The six counts always sum to 6, so the intercept and the op costs are collinear; lstsq's
         # minimum-norm solution picks one decomposition, predictions are the same for any.
