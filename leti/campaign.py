@@ -273,6 +273,8 @@ def run_campaign(
     part_size: int = 10,
     retry_errors: bool = False,
     progress: bool = True,
+    retries: int = 3,
+    backoff_seconds: float = 2.0,
 ) -> CampaignResult:
     """Measure every pending arch on ``device`` in this process, part by part."""
     from tqdm import tqdm
@@ -283,7 +285,7 @@ def run_campaign(
     timed = 0.0
     with tqdm(total=len(todo), desc=f"measure {device.name}", unit="cell", disable=not progress) as bar:
         for chunk in chunked(todo, part_size):
-            rows = measure_chunk(chunk, device, store, on_cell=bar.update).rows
+            rows = measure_chunk(chunk, device, store, retries, backoff_seconds, on_cell=bar.update).rows
             failed += sum(row["error"] is not None for row in rows)
             measured += len(rows)
             timed += sum(timed_seconds(row) for row in rows)

@@ -95,6 +95,21 @@ def test_a_missing_phone_is_a_device_error_that_is_retried_then_reported(phone, 
         campaign.measure_chunk(nb201.sample_valid(1, seed=8), device, tmp_path / "store", retries=1, backoff_seconds=0.01)
 
 
+def test_a_missing_phone_fails_leti_measure_in_one_line_naming_it(phone, tmp_path, capsys) -> None:
+    import yaml
+
+    from leti.cli import main
+
+    params = {"devices": {"pixel": {"backend": "android-adb", "options": {**phone["options"], "serial": "R58M123ABC"}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code = main(["measure", "--device", "pixel", "--arch", nb201.sample_valid(1, seed=8)[0], "--params",
+                 str(tmp_path / "params.yaml"), "--store", str(tmp_path / "store"), "--retries", "1",
+                 "--backoff", "0.01", "--no-progress"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(error.splitlines()) == 1 and "R58M123ABC" in error and "not found" in error
+
+
 needs_tflite = pytest.mark.skipif(
     not all(__import__("importlib").util.find_spec(name) for name in ("litert_torch", "ai_edge_litert")),
     reason="the tflite extra (litert-torch, ai-edge-litert) is not installed",

@@ -8,12 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from leti.cli import arch, evaluate, ingest, measure, measure_ops
+from leti.devices.base import DeviceError
 
 COMMANDS = [arch, measure, measure_ops, ingest, evaluate]
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
-    except (UserError, ValueError, KeyError, FileNotFoundError) as error:
+    except (ValueError, KeyError, FileNotFoundError, DeviceError) as error:  # bad input, lost device: one line
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"leti {args.command}: error: {message}", file=sys.stderr)
         return 2

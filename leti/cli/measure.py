@@ -26,6 +26,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     parser.add_argument("--part-size", type=int, default=10, help="cells per Parquet part (default: %(default)s)")
     parser.add_argument("--retry-errors", action="store_true", help="measure again cells whose last attempt failed")
+    parser.add_argument("--retries", type=int, default=3, help="device retries before giving up (default: %(default)s)")
+    parser.add_argument("--backoff", type=float, default=2.0, help="first retry delay in s, doubled each time (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
 
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         archs = tables.read(args.architectures, tables.ARCHITECTURES)["arch"].to_list()
     result = campaign.run_campaign(
-        archs, device, args.store, part_size=args.part_size, retry_errors=args.retry_errors, progress=not args.no_progress
+        archs, device, args.store, part_size=args.part_size, retry_errors=args.retry_errors, progress=not args.no_progress,
+        retries=args.retries, backoff_seconds=args.backoff,
     )
     print(json.dumps(result.__dict__))
     return 0
