@@ -1,4 +1,5 @@
-"""Command line of the Prefect measurement flow (``leti.measure_flow``).
+"""Command line of the Prefect measurement flow (``leti.measure_flow``); the `measure` stage of
+dvc.yaml runs it once per device.
 
     python flows/measure.py --device torch-cpu --device onnxruntime-cpu --runner dask --workers 2
 """
