@@ -1,7 +1,8 @@
 """Parquet tables: every schema declared once here with pyarrow, read and written with polars.
 
 Writing validates a frame against its schema and replaces the file atomically (temp file +
-rename), so a crash never leaves half a table. Reading checks every declared column's presence and
+rename), so a crash never leaves half a table. Files get the usual permissions (0666 less the
+umask, like any file a tool writes), so a store on a shared disk is readable by the whole team. Reading checks every declared column's presence and
 type and names the file and the column when one is wrong, so a corrupt or foreign file fails at
 the door instead of deep inside a predictor.
 """
@@ -9,7 +10,7 @@ the door instead of deep inside a predictor.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import polars as pl
@@ -142,8 +143,9 @@ def write(frame: pl.DataFrame, path: str | Path, schema: pa.Schema) -> Path:
     path = Path(path)
     frame = conform(frame, schema, where=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    # A unique hidden name in the same folder (so the rename is atomic), created by the Parquet
+    # writer itself: mkstemp would make it 0600 and the finished table unreadable to teammates.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         frame.write_parquet(tmp)
         os.replace(tmp, path)

@@ -88,3 +88,16 @@ def test_lossless_widening_is_accepted(tmp_path: Path) -> None:
     back = tables.read(tables.write(frame, tmp_path / "a.parquet", tables.ARCHITECTURES), tables.ARCHITECTURES)
     assert back.schema["canonical_id"] == pl.Int64
     assert back.row(0) == ("nb201", ARCH, 3, True, 10, None)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = tables.write(pl.DataFrame([latency_row()]), tmp_path / "part-1.parquet", tables.LATENCY)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by teammates on a shared disk
+    assert [p.name for p in tmp_path.iterdir()] == ["part-1.parquet"]  # no temp file left behind
