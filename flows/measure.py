@@ -6,8 +6,11 @@ dvc.yaml runs it once per device.
 
 import argparse
 import json
+import os
+import sys
 
 from leti import measure_flow
+from leti.devices import DeviceError
 
 
 def main() -> None:
@@ -30,3 +33,6 @@ if __name__ == "__main__":
         main()
     except (KeyError, ValueError, FileNotFoundError) as error:  # bad input: one line naming it
         raise SystemExit(f"measure: error: {error.args[0] if error.args else error}") from None
+    except DeviceError as error:  # a device dropped out: EX_TEMPFAIL tells the pipeline flow to retry
+        print(f"measure: error: {error}", file=sys.stderr)
+        raise SystemExit(os.EX_TEMPFAIL) from None

@@ -106,7 +106,7 @@ def test_a_missing_phone_fails_leti_measure_in_one_line_naming_it(phone, tmp_pat
                  str(tmp_path / "params.yaml"), "--store", str(tmp_path / "store"), "--retries", "1",
                  "--backoff", "0.01", "--no-progress"])
     error = capsys.readouterr().err.strip()
-    assert code == 2
+    assert code == 75  # EX_TEMPFAIL: a lost device is worth retrying, unlike bad input (2)
     assert len(error.splitlines()) == 1 and "R58M123ABC" in error and "not found" in error
 
 

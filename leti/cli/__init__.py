@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -34,4 +35,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError, DeviceError) as error:  # bad input, lost device: one line
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"leti {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        # A lost device is worth retrying (the pipeline flow does): EX_TEMPFAIL; bad input is not: 2.
+        return os.EX_TEMPFAIL if isinstance(error, DeviceError) else 2
