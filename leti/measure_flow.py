@@ -139,23 +139,27 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def task_runner(name: str, workers: int = 2) -> Any:
-    """Prefect's default thread-pool runner, or a local Dask cluster of ``workers`` processes."""
+def task_runner(name: str, workers: int = 2, address: str | None = None) -> Any:
+    """Prefect's default thread-pool runner, or Dask: the running cluster whose scheduler is at
+    ``address`` (``tcp://host:8786``), else a local cluster of ``workers`` processes."""
     if name == "default":
         return None
     if name == "dask":
         from prefect_dask import DaskTaskRunner
 
+        if address:
+            return DaskTaskRunner(address=address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
     raise ValueError(f"unknown task runner {name!r} (known: default, dask)")
 
 
-def run_measure(devices: list[str], archs: list[str], runner: str = "default", workers: int = 2, **options: Any) -> dict[str, Any]:
+def run_measure(devices: list[str], archs: list[str], runner: str = "default", workers: int = 2,
+                address: str | None = None, **options: Any) -> dict[str, Any]:
     """Run the flow with the chosen task runner, after checking every device name and backend
     (so a typo fails in a second with the name, not after a Prefect server start)."""
     for name in devices:
         params.device(name, options.get("params_path", "params.yaml"))
-    chosen = task_runner(runner, workers)
+    chosen = task_runner(runner, workers, address)
     measure = measure_devices.with_options(task_runner=chosen) if chosen else measure_devices
     return measure(devices=devices, archs=archs, **options)
 
@@ -180,6 +184,7 @@ def run_from_params(
         architectures(architectures_path),
         runner=runner or config.get("runner", "default"),
         workers=workers or config.get("dask_workers", 2),
+        address=config.get("dask_address"),
         params_path=params_path,
         store=store,
         chunk_size=config["part_size"],

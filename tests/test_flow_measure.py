@@ -90,3 +90,18 @@ def test_an_unknown_device_is_named_before_any_flow_starts(tmp_path) -> None:
     with pytest.raises(KeyError, match="unknown device 'pixel9'"):
         run_measure(["torch-cpu", "pixel9"], nb201.sample_valid(1, seed=14), params_path=params_path, store=str(tmp_path))
     assert not (tmp_path / "torch-cpu").exists()
+
+
+def test_dask_runner_reaches_a_running_cluster_through_its_scheduler_address(prefect_server, tmp_path) -> None:
+    """`measure.dask_address` sends the chunks to a cluster started elsewhere (here: in this test)."""
+    from distributed import LocalCluster
+
+    params_path = write_params(tmp_path / "params.yaml", {"torch-cpu": {"backend": "torch-cpu"}})
+    archs = nb201.sample_valid(2, seed=13)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = run_measure(["torch-cpu"], archs, runner="dask", address=cluster.scheduler_address,
+                             params_path=params_path, store=str(tmp_path / "store"), chunk_size=1)
+        computed_there = {name: prefix.all_durations.get("compute", 0.0) for name, prefix in cluster.scheduler.task_prefixes.items()}
+    assert len(result["chunks"]) == 2
+    assert computed_there.get("measure_chunk_task", 0) > 0  # this cluster's workers ran the chunks, not the runner's own
+    assert sorted(campaign.latency_table(tmp_path / "store", "torch-cpu")["arch"]) == sorted(archs)
