@@ -140,8 +140,11 @@ def apply_params(root: Path, overrides: list[str]) -> None:
 
 
 def stage_environment(api_url: str) -> dict[str, str]:
-    """The environment of stage processes: this flow's Prefect server, progress bars every 10 s."""
-    return {**os.environ, "PREFECT_API_URL": api_url, "TQDM_MININTERVAL": "10"}
+    """The environment of stage processes: this flow's Prefect server, this interpreter's ``python``
+    for the stage commands (a worker need not run in an activated environment), and progress bars
+    that refresh every 10 s in the log."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "PREFECT_API_URL": api_url, "TQDM_MININTERVAL": "10"}
 
 
 def current_api_url() -> str:
@@ -255,7 +258,7 @@ def pipeline(
         else:
             rows[step.stage] = {"stage": step.stage, "status": f"FAILED: {future.state.result(raise_on_failure=False)}"}
 
-    failed = [row["stage"] for row in rows.values() if row["status"] != "ran" and row["status"] != "up to date"]
+    failed = [row["stage"] for row in rows.values() if row["status"].startswith("FAILED")]
     name = None
     if not failed and (overrides or experiment):
         git_outs = [path for step in steps for path in step.git_outs]

@@ -36,3 +36,25 @@ def help_cells(help_store: Path) -> tuple[list[str], np.ndarray]:
     data = evaluation.load_device(help_store, HELP_TEST_DEVICE)
     pick = np.random.default_rng(0).choice(len(data.archs), 250, replace=False)
     return [data.archs[i] for i in pick], data.latency_ms[pick]
+
+
+@pytest.fixture(scope="session")
+def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The home directory of every end-to-end command: it must still be empty at the end."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory, e2e_home: Path) -> Path:
+    """A fresh git + DVC copy of the project on tiny params, after a plain `dvc repro`."""
+    import yaml
+    from pipeline_helpers import copy_project, repro_targets, run, tiny_params
+
+    copy = copy_project(tmp_path_factory.mktemp("repo"))
+    params = tiny_params(yaml.safe_load((copy / "params.yaml").read_text()))
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], copy, e2e_home)
+    run(["git", "add", "-A"], copy, e2e_home)
+    run(["git", "commit", "-qm", "tiny"], copy, e2e_home)
+    run(["dvc", "repro", *repro_targets()], copy, e2e_home)
+    return copy

@@ -1,0 +1,100 @@
+"""Shared by the end-to-end tests: a tiny params set, a copy of the project in a temporary git repo,
+and commands run there as a new user would run them (a clean environment and an empty home)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from leti import project
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HELP = (ROOT / ".." / "shared" / "datasets" / "help").resolve()
+HAS_HELP = (HELP / "nasbench201" / "str_arch2idx.pt").exists()
+MAIN_STAGES = {"sample", "measure", "measure_ops", "featurize", "train", "evaluate"}
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def tiny_params(params: dict) -> dict:
+    params["sample"]["n"] = 8
+    params["measure"]["defaults"].update(runs=3, warmup_runs=1, warmup_seconds=0.0)
+    params["train"].update(train_size=3, val_size=2)
+    params["train"]["predictors"]["xgboost"]["n_estimators"] = 20
+    params["ingest_help"].update(source=str(HELP), devices=["gold_6240"])
+    params["report"].update(
+        devices=["gold_6240"], seeds=[0], train_size=60, val_size=20, study_device="gold_6240",
+        predictors={"flops": {}, "linear": {}, "gcn": {"hidden": 16, "layers": 2, "batch_size": 16, "epochs": 2}},
+        ensemble_members=["gcn", "linear"], ablations={"identity_adjacency": {"adjacency": "identity"}},
+        train_sizes=[30], train_size_predictors=["linear"], batch_sizes=[],
+    )
+    return params
+
+
+def stages_run() -> set[str]:
+    """Every stage when the published HELP data is here; the measurement pipeline otherwise."""
+    return set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) if HAS_HELP else MAIN_STAGES
+
+
+def repro_targets() -> list[str]:
+    """`dvc repro` targets for the stages this machine can run (all, with the HELP data)."""
+    return [] if HAS_HELP else sorted(MAIN_STAGES)
+
+
+def declared_outputs(dvc_yaml: dict, params: dict) -> list[str]:
+    paths = []
+    for name, stage in dvc_yaml["stages"].items():
+        if name not in stages_run():
+            continue
+        keys = stage.get("do", stage)
+        for kind in ("outs", "metrics", "plots"):
+            for entry in keys.get(kind, []):
+                path = next(iter(entry)) if isinstance(entry, dict) else entry
+                path = path.replace("${train.device}", params["train"]["device"])
+                if "foreach" in stage:
+                    paths += [path.replace("${key}", device) for device in params["devices"]]
+                else:
+                    paths.append(path)
+    return paths
+
+
+def environment(home: Path, cwd: Path, **extra: str) -> dict[str, str]:
+    """A new user's environment: an empty home, none of the variables leti would set (they come from
+    the project the command runs in), no Prefect server unless ``extra`` names one."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd), "HOME": str(home),
+           **GIT_IDENTITY}
+    for name in (*project.local_environment(cwd), "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "XDG_CONFIG_HOME",
+                 "XDG_DATA_HOME", "XDG_STATE_HOME", "DVC_NO_ANALYTICS"):
+        env.pop(name, None)
+    return {**env, **extra}
+
+
+def run(command: list[str], cwd: Path, home: Path, **extra: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=environment(home, cwd, **extra), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's tracked and untracked-but-not-ignored files, without its dvc.lock."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    return dest
+
+
+def commit_all(repo: Path, home: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo, home)
+    run(["git", "commit", "-qm", message], repo, home)
