@@ -1,0 +1,188 @@
+"""The Prefect pipeline flow for real: deployed from prefect.yaml to a `prefect server` started here
+on 127.0.0.1, run by a process worker, one task per DVC stage, parameters kept as a DVC experiment;
+and, on a pipeline of its own, retries for a lost device only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from pipeline_helpers import ROOT, commit_all, environment, run
+
+pytestmark = pytest.mark.slow
+
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory, e2e_home: Path):
+    """A `prefect server` on 127.0.0.1 with its own database, stopped by its PID at the end."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    url = f"http://127.0.0.1:{free_port()}/api"
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    with open(home / "server.log", "w") as log:
+        server = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", port], cwd=home,
+                                  env=environment(e2e_home, home, PREFECT_HOME=str(home)), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not healthy(url):
+            assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def api(url: str, path: str, body: dict) -> list[dict]:
+    response = httpx.post(f"{url}{path}", json={"limit": 200, "offset": 0, **body}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def flow_runs(url: str, flow_name: str) -> list[dict]:
+    return api(url, "/flow_runs/filter", {"flows": {"name": {"any_": [flow_name]}}})
+
+
+def task_runs(url: str, flow_run_id: str) -> dict[str, dict]:
+    return {run["name"]: run for run in api(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})}
+
+
+@pytest.fixture(scope="module")
+def project(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, e2e_home: Path) -> Path:
+    """A copy of the reproduced project with its results committed: up to date."""
+    repo = tmp_path_factory.mktemp("flow") / "leti"
+    shutil.copytree(tiny_repo, repo, symlinks=True)
+    commit_all(repo, e2e_home, "results of the tiny pipeline")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def deployed_run(project: Path, prefect_api: str, e2e_home: Path) -> dict:
+    """prefect.yaml deployed as is; the `pipeline` deployment run by a `leti-cpu` worker with two
+    params changed: the measure stages rerun (resuming: nothing new to time) and train/evaluate rerun."""
+    server = {"PREFECT_API_URL": prefect_api}
+    deployments = yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]
+    for pool in sorted({deployment["work_pool"]["name"] for deployment in deployments}):
+        run([*PREFECT, "work-pool", "create", pool, "--type", "process"], project, e2e_home, **server)
+    run([*PREFECT, "--no-prompt", "deploy", "--all"], project, e2e_home, **server)
+    run([*PREFECT, "deployment", "run", "leti-pipeline/pipeline", "--param", 'set_params=["measure.part_size=4", "train.seed=1"]',
+         "--param", "experiment=seed-1"], project, e2e_home, **server)
+    worker = run([*PREFECT, "worker", "start", "--pool", "leti-cpu", "--run-once"], project, e2e_home, **server)
+    (pipeline_run,) = flow_runs(prefect_api, "leti-pipeline")
+    return {"flow_run": pipeline_run, "log": worker.stdout + worker.stderr}
+
+
+def test_the_deployment_runs_every_dvc_stage_as_a_task(deployed_run: dict, project: Path, prefect_api: str,
+                                                       e2e_home: Path) -> None:
+    assert deployed_run["flow_run"]["state_type"] == "COMPLETED", deployed_run["log"][-3000:]
+    stages = run(["dvc", "stage", "list", "--name-only"], project, e2e_home).stdout.split()
+    tasks = task_runs(prefect_api, deployed_run["flow_run"]["id"])
+    assert set(tasks) == set(stages) and "measure@torch-cpu" in tasks
+    assert all(task["state_type"] == "COMPLETED" for task in tasks.values())
+    (artifact,) = api(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["pipeline-metrics"]}}})
+    markdown = artifact["data"]
+    for stage in ("measure@torch-cpu", "measure_ops", "train", "evaluate"):
+        assert f"| {stage} | ran |" in markdown
+    assert "| sample | up to date |" in markdown and "| featurize | up to date |" in markdown
+    assert "`metrics.json`" in markdown and "| xgboost |" in markdown
+
+
+def test_stage_processes_report_to_the_flows_server(deployed_run: dict, prefect_api: str) -> None:
+    """The measure stage's own Prefect flow ran against this server: no temporary server of its own."""
+    (measure_run,) = flow_runs(prefect_api, "leti-measure")
+    assert measure_run["state_type"] == "COMPLETED"
+    assert "Starting temporary server" not in deployed_run["log"]
+
+
+def test_the_run_is_a_dvc_experiment_that_exp_apply_restores(deployed_run: dict, project: Path, e2e_home: Path) -> None:
+    shown = run(["dvc", "exp", "show", "--csv", "--no-pager"], project, e2e_home).stdout
+    rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
+    assert rows["seed-1"]["train.seed"] == "1" and rows["seed-1"]["measure.part_size"] == "4"
+    metrics = (project / "metrics.json").read_text()
+    run(["git", "checkout", "--", "."], project, e2e_home)
+    run(["dvc", "checkout", "--force"], project, e2e_home)
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 0
+    run(["dvc", "exp", "apply", "seed-1"], project, e2e_home)
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 1
+    assert (project / "metrics.json").read_text() == metrics
+    commit_all(project, e2e_home, "seed 1")
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], project, e2e_home).stdout)
+    assert any(change.get("diff") for change in diff["metrics.json"].values())
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], project, e2e_home).stdout)
+    (scatter,) = plots["data"]["plots/test_predictions.csv"]
+    assert scatter["revisions"] == ["HEAD~1", "HEAD"]
+    points = scatter["content"]["data"]["values"]
+    assert sorted({point["rev"] for point in points}) == ["HEAD", "HEAD~1"] and len(points) == 2 * 3 * 3  # 3 predictors x 3 test cells
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project, e2e_home).stdout
+
+
+def test_on_an_up_to_date_repo_the_flow_runs_no_stage(deployed_run: dict, project: Path, prefect_api: str,
+                                                      e2e_home: Path) -> None:
+    result = run([sys.executable, "flows/pipeline.py"], project, e2e_home, PREFECT_API_URL=prefect_api)
+    statuses = {row["stage"]: row["status"] for row in json.loads(result.stdout)["stages"]}
+    assert set(statuses.values()) == {"up to date"}
+    assert "Running stage" not in result.stderr
+
+
+FLAKY = """import pathlib, sys
+attempts = pathlib.Path("attempts")
+attempts.write_text(attempts.read_text() + "x" if attempts.exists() else "x")
+if attempts.read_text() == "x":  # the first attempt finds the device gone: EX_TEMPFAIL
+    sys.stderr.write("device 'phone' not found\\n")
+    sys.exit(75)
+pathlib.Path("flaky.txt").write_text("measured")
+"""
+
+def test_a_lost_device_is_retried_and_bad_input_is_not(tmp_path: Path, prefect_api: str, e2e_home: Path) -> None:
+    """A pipeline of stages DVC defines here, unknown to the flow's code: the stage exiting 75 is
+    retried, the one exiting 2 fails once, its downstream stage does not run, the others do."""
+    run(["git", "init", "-q"], tmp_path, e2e_home)
+    run(["dvc", "init", "-q"], tmp_path, e2e_home)
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "flaky": {"cmd": "python flaky.py", "deps": ["flaky.py"], "outs": ["flaky.txt"]},
+        "after": {"cmd": "cp flaky.txt after.txt", "deps": ["flaky.txt"], "outs": ["after.txt"]},
+        "broken": {"cmd": "python -c 'import sys; sys.exit(2)'", "outs": ["broken.txt"]},
+        "downstream": {"cmd": "cp broken.txt downstream.txt", "deps": ["broken.txt"], "outs": ["downstream.txt"]},
+    }}))
+    result = subprocess.run([sys.executable, str(ROOT / "flows" / "pipeline.py"), "--retry-delay", "0"], cwd=tmp_path,
+                            env=environment(e2e_home, tmp_path, PYTHONPATH=str(ROOT), PREFECT_API_URL=prefect_api),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("pipeline: error: pipeline failed: broken")
+    (flow_run,) = [r for r in flow_runs(prefect_api, "leti-pipeline") if r["state_type"] == "FAILED"]
+    tasks = task_runs(prefect_api, flow_run["id"])
+    assert (tasks["flaky"]["state_type"], tasks["flaky"]["run_count"]) == ("COMPLETED", 2)
+    assert (tasks["broken"]["state_type"], tasks["broken"]["run_count"]) == ("FAILED", 1)
+    assert tasks["after"]["state_type"] == "COMPLETED" and "downstream" not in tasks
+    assert (tmp_path / "after.txt").read_text() == "measured"
