@@ -1,0 +1,133 @@
+"""Orchestration overhead: the Prefect pipeline flow (flows/pipeline.py) against plain `dvc repro`.
+
+Each case runs in a fresh `git clone` of this repository (its committed state) on tiny params
+(8 cells, 3 timed runs, a 60-cell HELP report on one device), in a clean environment:
+- a full run from nothing: every stage runs;
+- an up-to-date repository: no stage runs, so all the time is overhead.
+The flow runs twice: with no Prefect server configured (it starts a temporary one, as a first
+`python flows/pipeline.py` does) and against a running `prefect server` (PREFECT_API_URL).
+Plain `dvc repro` runs twice as well: as is (the measure stage's flow starts its own temporary
+server) and with PREFECT_API_URL set (it reports to the running server instead).
+
+    python benchmarks/orchestration.py --repeats 3 --output benchmarks/results/orchestration.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from leti import project
+from leti.pipeline_flow import apply_params
+
+ROOT = Path(__file__).resolve().parent.parent
+HELP = (ROOT / ".." / "shared" / "datasets" / "help").resolve()
+TINY = [
+    "sample.n=8", "measure.defaults.runs=3", "measure.defaults.warmup_runs=1",
+    "train.train_size=3", "train.val_size=2", "train.predictors.xgboost.n_estimators=20",
+    f"ingest_help.source={HELP}", "ingest_help.devices=[gold_6240]",
+    "report.devices=[gold_6240]", "report.train_size=60", "report.val_size=20", "report.study_device=gold_6240",
+    "~report.predictors.layerwise", "~report.predictors.xgboost", "report.predictors.gcn.epochs=2",
+    "report.predictors.gcn.batch_size=16", "+report.predictors.gcn.hidden=16", "+report.predictors.gcn.layers=2",
+    "report.ensemble_members=[gcn,linear]", "~report.ablations.random_features",
+    "report.train_sizes=[30]", "report.train_size_predictors=[linear]", "report.batch_sizes=[]",
+]
+
+
+def environment(home: Path, **extra: str) -> dict[str, str]:
+    """A new user's environment: leti's variables unset (the clone's own project sets them)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HOME": str(home)}
+    for name in (*project.local_environment(home), "PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PYTHONPATH"):
+        env.pop(name, None)
+    return {**env, **extra}
+
+
+def fresh_clone(where: Path, name: str) -> Path:
+    clone = where / name
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    (clone / "dvc.lock").unlink(missing_ok=True)
+    apply_params(clone, TINY)
+    return clone
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env={**env, "PYTHONPATH": str(cwd)}, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{result.stderr[-2000:]}")
+    return seconds
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=home, env=environment(home, PREFECT_HOME=str(home / "prefect")),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(240):
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise SystemExit("prefect server did not start in 2 minutes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each up-to-date case (default: %(default)s)")
+    parser.add_argument("--output", type=Path, help="also write the Markdown table here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="leti-orchestration-"))
+    home = work / "home"
+    home.mkdir()
+    server, url = start_server(work)
+    flow = [sys.executable, "flows/pipeline.py"]
+    cases = {
+        "dvc repro": (["dvc", "repro"], {}),
+        "dvc repro, PREFECT_API_URL set": (["dvc", "repro"], {"PREFECT_API_URL": url}),
+        "pipeline flow, temporary server": (flow, {}),
+        "pipeline flow, running server": (flow, {"PREFECT_API_URL": url}),
+    }
+    rows = []
+    try:
+        for number, (name, (command, extra)) in enumerate(cases.items()):
+            clone = fresh_clone(work, f"clone-{number}")
+            env = environment(home, **extra)
+            full = timed(command, clone, env)
+            idle = [timed(command, clone, env) for _ in range(args.repeats)]
+            rows.append((name, full, statistics.median(idle), min(idle), max(idle)))
+            print(f"{name}: full run {full:.1f} s, up to date median {statistics.median(idle):.2f} s", flush=True)
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    load = os.getloadavg()
+    lines = [
+        f"Orchestration overhead, {platform.node()} ({os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} "
+        f"/ {load[2]:.1f} at the end), {time.strftime('%Y-%m-%d')}; tiny params; up-to-date runs: {args.repeats}.",
+        "",
+        "| how | full run (s) | up to date: median (s) | min | max |",
+        "|---|---|---|---|---|",
+        *(f"| {name} | {full:.1f} | {median:.2f} | {low:.2f} | {high:.2f} |" for name, full, median, low, high in rows),
+    ]
+    print("\n".join(lines))
+    if args.output:
+        args.output.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
