@@ -4,11 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-export PREFECT_HOME := $(CURDIR)/.prefect
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site-cache
+# Tool state (Prefect's database, DVC's site cache, ...) stays in the project without exports here:
+# see leti/project.py.
 
-.PHONY: install pipeline test mlflow-ui clean
+.PHONY: install pipeline test mlflow-ui prefect-server clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,3 +25,6 @@ test: $(STAMP)  ## the whole test suite
 
 mlflow-ui: $(STAMP)  ## open the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+prefect-server: $(STAMP)  ## Prefect server and UI on http://127.0.0.1:4200 (database in .prefect/)
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
