@@ -186,3 +186,8 @@ def test_a_lost_device_is_retried_and_bad_input_is_not(tmp_path: Path, prefect_a
     assert (tasks["broken"]["state_type"], tasks["broken"]["run_count"]) == ("FAILED", 1)
     assert tasks["after"]["state_type"] == "COMPLETED" and "downstream" not in tasks
     assert (tmp_path / "after.txt").read_text() == "measured"
+
+
+def test_nothing_lands_in_the_home_directory_here_either(deployed_run: dict, e2e_home: Path) -> None:
+    """The server, `prefect deploy`, the worker and the flow runs it starts kept their state elsewhere."""
+    assert not list(e2e_home.iterdir())
