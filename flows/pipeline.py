@@ -8,10 +8,11 @@ stage. Also the entry point of the deployments in prefect.yaml.
 
 import argparse
 import json
+from pathlib import Path
 
 from dvc.exceptions import DvcException
 
-from leti.pipeline_flow import StageFailed, pipeline
+from leti.pipeline_flow import StageFailed, check_arguments, pipeline
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=2, help="retries of a stage whose device dropped out (default: %(default)s)")
     parser.add_argument("--retry-delay", type=float, default=30.0, help="seconds before such a retry (default: %(default)s)")
     args = parser.parse_args()
+    check_arguments(Path.cwd(), args.target, args.set_param)
     result = pipeline(targets=args.target, set_params=args.set_param, experiment=args.name, push=args.push,
                       retries=args.retries, retry_delay_seconds=args.retry_delay)
     print(json.dumps({"stages": result["stages"], "experiment": result["experiment"]}, indent=2))
@@ -32,5 +34,5 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (StageFailed, DvcException) as error:  # a stage's own output is in the log above; one line here
+    except (StageFailed, DvcException, ValueError) as error:  # a stage's own output is in the log above; one line here
         raise SystemExit(f"pipeline: error: {error}") from None

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -88,6 +90,19 @@ def plan(root: Path, targets: Iterable[str] | None = None) -> list[Step]:
         ]
 
 
+def check_arguments(root: Path, targets: Iterable[str] | None, overrides: list[str]) -> None:
+    """Fail in one line, before a flow run starts, on a stage DVC does not know or an override that
+    does not apply (tried on a copy of each params file)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for path in to_path_overrides(overrides):
+            if not (root / path).is_file():
+                raise ValueError(f"--set-param: no params file {path!r} in {root}")
+            shutil.copy(root / path, Path(scratch) / Path(path).name)
+        apply_params(Path(scratch), [f"{Path(path).name}:{value}" for path, values in to_path_overrides(overrides).items()
+                                     for value in values])
+    plan(root, targets)
+
+
 def dvc(*args: str) -> list[str]:
     """A DVC command line run with this interpreter's DVC."""
     return [sys.executable, "-m", "dvc", *args]
@@ -130,13 +145,24 @@ def failure(lines: list[str]) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+def to_path_overrides(overrides: list[str]) -> dict[str, list[str]]:
+    """``[FILE:]KEY=VALUE`` overrides grouped by params file (params.yaml when none is named)."""
+    from dvc.utils.cli_parse import to_path_overrides as group
+
+    return group(overrides)
+
+
 def apply_params(root: Path, overrides: list[str]) -> None:
     """Write ``overrides`` (``[FILE:]KEY=VALUE``) into the params files, as ``dvc exp run --set-param``."""
-    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.exceptions import DvcException
     from dvc.utils.hydra import apply_overrides
 
     for path, values in to_path_overrides(overrides).items():
-        apply_overrides(str(root / path), values)
+        try:
+            apply_overrides(str(root / path), values)
+        except DvcException as error:  # DVC's message is generic; Hydra's, its cause, names the key
+            reason = str(error.__cause__ or error).splitlines()[0]
+            raise ValueError(f"--set-param {' '.join(values)}: {reason}") from None
 
 
 def stage_environment(api_url: str) -> dict[str, str]:
