@@ -20,6 +20,7 @@ as a DVC experiment (``dvc exp save``): ``dvc exp show`` lists it, ``dvc exp app
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -76,7 +77,8 @@ def plan(root: Path, targets: Iterable[str] | None = None) -> list[Step]:
     from dvc.repo import Repo
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
-    with Repo(str(root)) as repo, repo.lock:
+    # DVC resolves targets against the working directory, as `dvc repro TARGETS` run in ``root`` would.
+    with contextlib.chdir(root), Repo(str(root)) as repo, repo.lock:
         stages = collect_stages(repo, list(targets or ["dvc.yaml"]))
         graph = get_active_graph(repo.index.graph)
         return [
@@ -183,7 +185,7 @@ def metrics(root: Path) -> dict[str, Any]:
     """The workspace's DVC metrics, file by file (``dvc metrics show``)."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(str(root)) as repo:
         files = repo.metrics.show().get("", {}).get("data", {})
     return {path: entry.get("data", {}) for path, entry in files.items() if "data" in entry}
 

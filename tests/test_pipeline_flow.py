@@ -191,3 +191,22 @@ def test_a_lost_device_is_retried_and_bad_input_is_not(tmp_path: Path, prefect_a
 def test_nothing_lands_in_the_home_directory_here_either(deployed_run: dict, e2e_home: Path) -> None:
     """The server, `prefect deploy`, the worker and the flow runs it starts kept their state elsewhere."""
     assert not list(e2e_home.iterdir())
+
+
+def test_bad_arguments_are_named_before_any_flow_run(tmp_path: Path, e2e_home: Path) -> None:
+    from dvc.exceptions import DvcException
+
+    from leti.pipeline_flow import check_arguments
+
+    run(["git", "init", "-q"], tmp_path, e2e_home)
+    run(["dvc", "init", "-q"], tmp_path, e2e_home)
+    (tmp_path / "params.yaml").write_text("train:\n  seed: 0\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"cmd": "true", "params": ["train"]}}}))
+    check_arguments(tmp_path, ["train"], ["train.seed=1"])
+    assert (tmp_path / "params.yaml").read_text() == "train:\n  seed: 0\n"  # checked on a copy
+    with pytest.raises(DvcException, match="'nosuch'"):
+        check_arguments(tmp_path, ["nosuch"], [])
+    with pytest.raises(ValueError, match="nosuch.seed"):
+        check_arguments(tmp_path, None, ["nosuch.seed=1"])
+    with pytest.raises(ValueError, match="'other.yaml'"):
+        check_arguments(tmp_path, None, ["other.yaml:seed=1"])
