@@ -154,6 +154,13 @@ def test_on_an_up_to_date_repo_the_flow_runs_no_stage(deployed_run: dict, projec
     assert "Running stage" not in result.stderr
 
 
+def scratch_dvc_repo(path: Path, home: Path) -> None:
+    """A git + DVC repository of the test's own, with DVC analytics off as in leti's .dvc/config."""
+    run(["git", "init", "-q"], path, home)
+    run(["dvc", "init", "-q"], path, home, DVC_NO_ANALYTICS="1")
+    run(["dvc", "config", "core.analytics", "false"], path, home)
+
+
 FLAKY = """import pathlib, sys
 attempts = pathlib.Path("attempts")
 attempts.write_text(attempts.read_text() + "x" if attempts.exists() else "x")
@@ -166,8 +173,7 @@ pathlib.Path("flaky.txt").write_text("measured")
 def test_a_lost_device_is_retried_and_bad_input_is_not(tmp_path: Path, prefect_api: str, e2e_home: Path) -> None:
     """A pipeline of stages DVC defines here, unknown to the flow's code: the stage exiting 75 is
     retried, the one exiting 2 fails once, its downstream stage does not run, the others do."""
-    run(["git", "init", "-q"], tmp_path, e2e_home)
-    run(["dvc", "init", "-q"], tmp_path, e2e_home)
+    scratch_dvc_repo(tmp_path, e2e_home)
     (tmp_path / "flaky.py").write_text(FLAKY)
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "flaky": {"cmd": "python flaky.py", "deps": ["flaky.py"], "outs": ["flaky.txt"]},
@@ -188,18 +194,12 @@ def test_a_lost_device_is_retried_and_bad_input_is_not(tmp_path: Path, prefect_a
     assert (tmp_path / "after.txt").read_text() == "measured"
 
 
-def test_nothing_lands_in_the_home_directory_here_either(deployed_run: dict, e2e_home: Path) -> None:
-    """The server, `prefect deploy`, the worker and the flow runs it starts kept their state elsewhere."""
-    assert not list(e2e_home.iterdir())
-
-
 def test_bad_arguments_are_named_before_any_flow_run(tmp_path: Path, e2e_home: Path) -> None:
     from dvc.exceptions import DvcException
 
     from leti.pipeline_flow import check_arguments
 
-    run(["git", "init", "-q"], tmp_path, e2e_home)
-    run(["dvc", "init", "-q"], tmp_path, e2e_home)
+    scratch_dvc_repo(tmp_path, e2e_home)
     (tmp_path / "params.yaml").write_text("train:\n  seed: 0\n")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"cmd": "true", "params": ["train"]}}}))
     check_arguments(tmp_path, ["train"], ["train.seed=1"])
@@ -210,3 +210,9 @@ def test_bad_arguments_are_named_before_any_flow_run(tmp_path: Path, e2e_home: P
         check_arguments(tmp_path, None, ["nosuch.seed=1"])
     with pytest.raises(ValueError, match="'other.yaml'"):
         check_arguments(tmp_path, None, ["other.yaml:seed=1"])
+
+
+def test_nothing_lands_in_the_home_directory_here_either(deployed_run: dict, e2e_home: Path) -> None:
+    """The server, `prefect deploy`, the worker, the flow runs and the scratch repositories above kept
+    their state elsewhere (pytest runs a file's tests in order)."""
+    assert not list(e2e_home.iterdir())
