@@ -271,7 +271,7 @@ def pipeline(
     for step in steps:
         blocked = [up for up in step.upstream if rows.get(up, {}).get("status") not in ("ran", "up to date")]
         if blocked:
-            rows[step.stage] = {"stage": step.stage, "status": f"not run: {blocked[0]} failed"}
+            rows[step.stage] = {"stage": step.stage, "status": f"not run: upstream {blocked[0]} did not finish"}
             continue
         stage_task = run_stage.with_options(
             name=step.stage, task_run_name=step.stage, retries=retries, retry_delay_seconds=retry_delay_seconds
