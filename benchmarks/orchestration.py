@@ -18,6 +18,7 @@ import argparse
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -149,6 +150,7 @@ def main() -> None:
     finally:
         os.kill(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
     lines = [
         f"Orchestration overhead, {platform.node()} ({os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} "
