@@ -8,6 +8,7 @@ import argparse
 import json
 
 from leti import measure_flow
+from leti.devices import BackendUnavailableError, DeviceError
 
 
 def main() -> None:
@@ -28,5 +29,5 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (KeyError, ValueError, FileNotFoundError) as error:  # bad input: one line naming it
+    except (KeyError, ValueError, FileNotFoundError, DeviceError, BackendUnavailableError) as error:  # one line naming it
         raise SystemExit(f"measure: error: {error.args[0] if error.args else error}") from None

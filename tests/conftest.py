@@ -1,7 +1,9 @@
-"""Shared fixtures for tests that read the published HELP latencies (skipped when absent)."""
+"""Shared fixtures: the published HELP latencies (skipped when absent), a private artifact cache."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,20 @@ import pytest
 
 HELP_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "help"
 HELP_TEST_DEVICE = "1080ti_1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Converted models go to a cache of this session (shared by its tests, so a cell is converted
+    once), never to the user's ``~/.cache/leti``; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("leti-cache")
+    previous = os.environ.get("LETI_CACHE_DIR")
+    os.environ["LETI_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("LETI_CACHE_DIR", None)
+    else:
+        os.environ["LETI_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

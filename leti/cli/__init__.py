@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from leti.cli import arch, evaluate, ingest, measure, measure_ops
-from leti.devices.base import DeviceError
+from leti.devices.base import BackendUnavailableError, DeviceError
 
 COMMANDS = [arch, measure, measure_ops, ingest, evaluate]
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, DeviceError) as error:  # bad input, lost device: one line
+    except (ValueError, KeyError, FileNotFoundError, DeviceError, BackendUnavailableError) as error:  # one line
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"leti {args.command}: error: {message}", file=sys.stderr)
         return 2
