@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The PyTorch -> TFLite converter (litert-torch) cannot share .venv with Prefect; leti keeps it in
+# .venv-tflite and runs it as a subprocess (leti/devices/litert_env.py pins its versions).
+CONVERTER_STAMP := .venv-tflite/.leti-requirements
 
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -16,12 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(CONVERTER_STAMP): $(STAMP) leti/devices/litert_env.py
+	$(BIN)/python -c 'from leti.devices import litert_env; litert_env.ensure()'
 
-pipeline: $(STAMP)  ## run every DVC stage: sample -> measure -> featurize -> train -> evaluate
+install: $(STAMP) $(CONVERTER_STAMP)
+
+pipeline: $(STAMP) $(CONVERTER_STAMP)  ## run every DVC stage: sample -> measure -> featurize -> train -> evaluate
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
-test: $(STAMP)  ## the whole test suite
+test: $(STAMP) $(CONVERTER_STAMP)  ## the whole test suite
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
 mlflow-ui: $(STAMP)  ## open the MLflow UI on http://127.0.0.1:5000

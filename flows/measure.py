@@ -17,11 +17,13 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--architectures", default="data/architectures.parquet")
     parser.add_argument("--store", default="data/latency")
+    parser.add_argument("--op-profiles", default=None, help="per-operator profiles (default: op_profiles beside --store)")
     parser.add_argument("--runner", choices=["default", "dask"], default=None, help="default: measure.runner in params")
     parser.add_argument("--workers", type=int, default=None, help="Dask workers (default: measure.dask_workers)")
     args = parser.parse_args()
     result = measure_flow.run_from_params(
-        args.device, args.params, args.architectures, args.store, runner=args.runner, workers=args.workers
+        args.device, args.params, args.architectures, args.store, runner=args.runner, workers=args.workers,
+        op_profile_store=args.op_profiles,
     )
     print(json.dumps(result["summary"]))
 

@@ -330,33 +330,34 @@ def measure_chunk(
     device_turn = contextlib.nullcontext if backend.times_on_host else on_device
     with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir, device_lock(f"device-{device.name}"):
         remove_stale_temp_files(device_dir(store, device.name))
-        started = time.time()
-        with host_turn(), device_turn():
-            with_device_retries(backend.check, device.name, retries, backoff_seconds)
-            environment = with_device_retries(backend.environment, device.name, retries, backoff_seconds)
-        artifact = artifacts_for(backend, device, archs, prefetch, prepare_ahead, Path(workdir))
-        with host_turn(), pinned(device.protocol.pin_cpus):
-            try:
-                for arch in archs:
-                    cells.append(
-                        with_device_retries(
-                            lambda arch=arch: measure_cell(backend, device, arch, artifact(arch), environment, device_turn),
-                            device.name,
-                            retries,
-                            backoff_seconds,
+        with host_turn():
+            started = time.time()
+            with device_turn():
+                with_device_retries(backend.check, device.name, retries, backoff_seconds)
+                environment = with_device_retries(backend.environment, device.name, retries, backoff_seconds)
+            artifact = artifacts_for(backend, device, archs, prefetch, prepare_ahead, Path(workdir))
+            with pinned(device.protocol.pin_cpus):
+                try:
+                    for arch in archs:
+                        cells.append(
+                            with_device_retries(
+                                lambda arch=arch: measure_cell(backend, device, arch, artifact(arch), environment, device_turn),
+                                device.name,
+                                retries,
+                                backoff_seconds,
+                            )
                         )
-                    )
-                    if device.protocol.cooldown_seconds:
-                        time.sleep(device.protocol.cooldown_seconds)
-                    if on_cell:
-                        on_cell()
-            finally:
-                write_cells(cells, store, device.name, op_profile_store)
-        return ChunkResult(
-            rows=[cell.row for cell in cells], started=started, finished=time.time(),
-            device_seconds=sum(cell.device_seconds for cell in cells),
-            op_profiles=sum(len(cell.op_profile) for cell in cells),
-        )
+                        if device.protocol.cooldown_seconds:
+                            time.sleep(device.protocol.cooldown_seconds)
+                        if on_cell:
+                            on_cell()
+                finally:
+                    write_cells(cells, store, device.name, op_profile_store)
+            return ChunkResult(
+                rows=[cell.row for cell in cells], started=started, finished=time.time(),
+                device_seconds=sum(cell.device_seconds for cell in cells),
+                op_profiles=sum(len(cell.op_profile) for cell in cells),
+            )
 
 
 def write_cells(cells: Sequence[Cell], store: Path, device: str, op_profile_store: Path | None) -> None:

@@ -185,6 +185,7 @@ def run_from_params(
     store: str = "data/latency",
     runner: str | None = None,
     workers: int | None = None,
+    op_profile_store: str | None = None,
 ) -> dict[str, Any]:
     """Run the flow as ``params.yaml``'s ``measure:`` section says (runner, chunk size, retries),
     over ``devices`` (default: every entry of ``devices:``)."""
@@ -198,4 +199,5 @@ def run_from_params(
         store=store,
         chunk_size=config["part_size"],
         retry_errors=config["retry_errors"],
+        op_profile_store=op_profile_store,
     )

@@ -147,7 +147,7 @@ _preparers_lock = threading.Lock()
 def preparer(backend: Backend, network: nb201.NetworkConfig, batch: int, cpus: list[int] | None) -> Preparer:
     """This process's worker for this kind of artifact, started on first use and kept for the next
     chunks (starting one costs seconds: torch's import, a converter's)."""
-    key = json.dumps([backend.name, backend.artifact_options(), asdict(network), batch, cpus], sort_keys=True)
+    key = json.dumps([backend.name, backend.artifact_options(), asdict(network), batch, cpus, str(cache_dir())], sort_keys=True)
     with _preparers_lock:
         worker = _preparers.get(key)
         if worker is None or not worker.alive():

@@ -73,8 +73,10 @@ def _versions(folder: str, stamp_time: float) -> tuple[tuple[str, str | None], .
 
 
 def ensure(quiet: bool = True) -> Path:
-    """Create the environment and install ``REQUIREMENTS`` unless they are there already."""
+    """Create the environment and install ``REQUIREMENTS`` unless they are there already (then
+    only touch the stamp, so ``make`` sees it is up to date)."""
     if installed():
+        (venv_dir() / STAMP).touch()
         return venv_dir()
     venv_dir().parent.mkdir(parents=True, exist_ok=True)
     if not python().exists():
