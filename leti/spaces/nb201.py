@@ -89,6 +89,15 @@ def format_cell(cell: Sequence[str]) -> str:
     return "+".join(groups)
 
 
+def from_op_indices(indices: Sequence[object]) -> Cell:
+    """The cell of a vector of six op indices in :data:`OPS` order (BRP-NAS's ``arch_vector``)."""
+    if not isinstance(indices, (tuple, list)) or len(indices) != len(EDGES):
+        raise ArchStringError(f"not a NAS-Bench-201 op-index vector (6 indices into {OPS}): {indices!r}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(OPS) for i in indices):
+        raise ArchStringError(f"op indices must be integers 0..{len(OPS) - 1} (order {', '.join(OPS)}): {tuple(indices)!r}")
+    return tuple(OPS[i] for i in indices)
+
+
 def enumerate_cells() -> Iterator[Cell]:
     """All 5^6 = 15625 cells, in base-5 order of :data:`OPS` (not the benchmark's index order)."""
     return itertools.product(OPS, repeat=len(EDGES))
