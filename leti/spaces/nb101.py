@@ -195,19 +195,24 @@ def to_spec(cell: Cell) -> dict[str, list]:
 
 
 def spec_hash(cell: Cell) -> str:
-    """The benchmark's isomorphism-invariant hash (``graph_util.hash_module``) of a pruned cell.
-
-    Each vertex starts as md5 of ``str((out_degree, in_degree, label))`` with labels input -1,
-    output -2 and inner ops their index in :data:`OPS`; then, once per vertex, it becomes md5 of its
-    sorted in-neighbour hashes, ``|``, its sorted out-neighbour hashes, ``|``, its own hash. The
-    fingerprint is md5 of ``str`` of the sorted vertex hashes. Strings must match the original
-    byte for byte, so the formatting below mirrors Python's ``str`` of tuples and lists.
-    """
-    n = cell.num_vertices
+    """The benchmark's hash of a pruned cell: :func:`hash_module` with input labelled -1, output
+    -2 and inner ops by their index in :data:`OPS` (``ModelSpec.hash_spec``)."""
     labels = [-1, *(OPS.index(op) for op in cell.ops[1:-1]), -2]
-    ins = [[u for u in range(n) if cell.matrix[u][v]] for v in range(n)]
-    outs = [[w for w in range(n) if cell.matrix[v][w]] for v in range(n)]
-    hashes = [_md5(str((len(outs[v]), len(ins[v]), labels[v]))) for v in range(n)]
+    return hash_module(cell.matrix, labels)
+
+
+def hash_module(matrix: Sequence[Sequence[int]], labels: Sequence[int]) -> str:
+    """The benchmark's isomorphism-invariant graph hash (``graph_util.hash_module``).
+
+    Each vertex starts as md5 of ``str((out_degree, in_degree, label))``; then, once per vertex,
+    it becomes md5 of its sorted in-neighbour hashes, ``|``, its sorted out-neighbour hashes,
+    ``|``, its own hash. The fingerprint is md5 of ``str`` of the sorted vertex hashes. The strings
+    must match the original byte for byte, hence Python's ``str`` of a tuple and of a list.
+    """
+    n = len(matrix)
+    ins = [[u for u in range(n) if matrix[u][v]] for v in range(n)]
+    outs = [[w for w in range(n) if matrix[v][w]] for v in range(n)]
+    hashes = [_md5(str((len(outs[v]), len(ins[v]), int(labels[v])))) for v in range(n)]
     for _ in range(n):
         hashes = [
             _md5("".join(sorted(hashes[u] for u in ins[v])) + "|" + "".join(sorted(hashes[w] for w in outs[v])) + "|" + hashes[v])
