@@ -4,6 +4,7 @@ import itertools
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +54,8 @@ def naslib_example() -> tuple[list[list[int]], list[str]]:
 
 def test_hash_matches_published_nas_bench_101_records() -> None:
     assert nb101.spec_hash(nb101.from_spec(*nni_example())) == "00005c142e6f48ac74fdcf73e3439874"
+    matrix, ops = nni_example()  # the benchmark's API hands out numpy matrices
+    assert nb101.from_spec(np.array(matrix, dtype=np.int8), ops) == nb101.from_spec(matrix, ops)
     assert nb101.spec_hash(nb101.from_spec(*naslib_example())) == "ff940d27cbe9ed0a639a68a9c3f87283"
 
 

@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -94,6 +95,8 @@ def from_spec(matrix: object, ops: object, *, quoted: str | None = None) -> Cell
     benchmark would reject after pruning (``OutOfDomainError`` there). Messages quote ``quoted``
     (the user's text) or the spec itself.
     """
+    if isinstance(matrix, np.ndarray):  # the benchmark's own records hold numpy matrices
+        matrix = matrix.tolist()
     where = quoted or _quote_spec(matrix, ops)
 
     def fail(problem: str, kind: type[ArchStringError] = ArchStringError) -> ArchStringError:
@@ -108,7 +111,7 @@ def from_spec(matrix: object, ops: object, *, quoted: str | None = None) -> Cell
         if len(row) != n:
             raise fail(f"the matrix must be square: row {r} has {len(row)} entries, not {n}")
         for c, value in enumerate(row):
-            if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
                 raise fail(f"matrix[{r}][{c}] is {value!r}; entries must be 0 or 1")
             if value and c <= r:
                 raise fail(f"matrix[{r}][{c}] is 1 but the matrix must be upper-triangular (edges go from a lower to a higher vertex)")
