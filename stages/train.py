@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from leti import campaign, evaluation, features, params, predictors, tables, tracking
+from leti.features import graph
 from leti.metrics import regression_metrics
 
 
@@ -16,6 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", default="data/latency")
     parser.add_argument("--features", default="data/features.parquet")
+    parser.add_argument("--graphs", default="data/graphs.parquet")
     parser.add_argument("--models", default="models")
     parser.add_argument("--predictions", default="data/predictions.parquet")
     args = parser.parse_args()
@@ -28,10 +30,11 @@ def main() -> None:
         raise SystemExit(f"train: unknown statistic {statistic!r} (median_ms, iqm_ms, mean_ms, min_ms)")
     measured = latency[statistic].to_numpy()
     features.preload(tables.read(args.features, tables.FEATURES))
+    graph.preload(tables.read(args.graphs, tables.GRAPHS))
     parts = evaluation.split(len(archs), config["train_size"], config["val_size"], config["seed"])
     tracking.setup(config["experiment"])
     tags = tracking.data_tags(
-        {"latency": f"{args.store}/{device}", "features": args.features}
+        {"latency": f"{args.store}/{device}", "features": args.features, "graphs": args.graphs}
     ) | {"device": device}
     prediction_frames, runs = [], {}
     for family, family_params in config["predictors"].items():
