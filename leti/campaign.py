@@ -288,12 +288,13 @@ def artifacts_for(
     """arch -> a function returning what the device runs.
 
     File artifacts come from the cache, converted ahead by the worker process (or here, in turn,
-    without ``prepare_ahead``); in-memory ones (a PyTorch module) are built when their turn comes.
+    without ``prepare_ahead`` or when ``preparation.ahead`` says no free CPU is left for the
+    worker); in-memory ones (a PyTorch module) are built when their turn comes.
     """
     network, batch = device.network, device.protocol.batch
     if backend.artifact_format is None:
         return lambda arch: lambda: backend.prepare(nb201.build_network(arch, network), nb201.example_input(network, batch), workdir)
-    if not prepare_ahead:
+    if not prepare_ahead or not preparation.ahead(backend, device.protocol.pin_cpus):
         return lambda arch: lambda: preparation.prepare_artifact(backend, network, batch, arch)
     worker = preparation.preparer(backend, network, batch, preparation.other_cpus(device.protocol.pin_cpus))
     futures = {arch: worker.submit(arch) for arch in archs}

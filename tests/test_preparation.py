@@ -53,6 +53,18 @@ def test_fx_writer_matches_the_module_and_the_torchscript_exporters_operators(co
         assert operators(written) == operators(tmp_path / "ts.onnx"), arch
 
 
+def test_fx_writer_handles_nas_bench_101_cells_too(tmp_path) -> None:
+    from leti.spaces import nb101
+
+    config = nb101.NetworkConfig(input_size=8, stem_channels=8, num_stacks=2, cells_per_stack=1)
+    for arch in nb101.sample_valid(3, seed=20):  # slicing, concatenation, max-pool, mean
+        network, example = random_statistics(nb101.build_network(arch, config)), nb101.example_input(config)
+        written = write_onnx(network, example, tmp_path / "fx.onnx")
+        assert verify(network, example, written) < 1e-4
+        export_onnx(network, example, tmp_path / "ts.onnx", 17, "torchscript")
+        assert operators(written) == operators(tmp_path / "ts.onnx"), arch
+
+
 def test_verify_catches_a_graph_that_differs_from_the_module(tmp_path) -> None:
     network = random_statistics(nb201.build_network(nb201.sample_valid(1, seed=22)[0], SMALL))
     example = nb201.example_input(SMALL)
@@ -78,17 +90,23 @@ def test_an_untranslatable_network_falls_back_to_torch_onnx(tmp_path) -> None:
     assert verify(Unusual(), example, path) < 1e-5 and "Sigmoid" in operators(path)
 
 
+TWO_CPUS = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the worker needs a CPU the timing does not use")
+
+
+@TWO_CPUS
 def test_cells_are_converted_once_by_a_worker_process_and_reused(tiny_device_config, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "cache"))
     archs = nb201.sample_valid(3, seed=23)
-    device = tiny_device_config("onnxruntime-cpu")
+    timing_cpu = max(os.sched_getaffinity(0))
+    device = tiny_device_config("onnxruntime-cpu", pin_cpus=[timing_cpu])
     first = campaign.run_campaign(archs, device, tmp_path / "first", part_size=2, progress=False)
     assert (first.measured, first.failed) == (3, 0) and 0 < first.device_seconds < first.seconds
     cached = sorted((tmp_path / "cache" / "artifacts" / "onnx").rglob("*.onnx"))
     assert len(cached) == 3
     backend = make_backend("onnxruntime-cpu")
-    worker = preparation.preparer(backend, device.network, device.protocol.batch, None)
+    worker = preparation.preparer(backend, device.network, device.protocol.batch, preparation.other_cpus((timing_cpu,)))
     assert worker.alive() and worker.process.pid != os.getpid()  # the conversions ran in another process
+    assert timing_cpu not in os.sched_getaffinity(worker.process.pid)  # ... on the other CPUs
     stamps = {path: path.stat().st_mtime_ns for path in cached}
     again = campaign.run_campaign(archs, device, tmp_path / "second", progress=False, prepare_ahead=False)
     assert again.measured == 3
@@ -97,9 +115,19 @@ def test_cells_are_converted_once_by_a_worker_process_and_reused(tiny_device_con
     assert rows["error"].null_count() == 3
 
 
+def test_host_backends_prepare_ahead_only_with_a_cpu_to_spare() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    assert not preparation.ahead(make_backend("onnxruntime-cpu"), ())  # unpinned: no CPU is the worker's
+    assert preparation.ahead(make_backend("onnxruntime-cpu"), (cpus[-1],)) == (len(cpus) > 1)
+    assert not preparation.ahead(make_backend("onnxruntime-cpu"), tuple(cpus))
+    assert preparation.ahead(make_backend("android-adb", {"serial": "x"}), ())  # the phone times, the host is free
+
+
+@TWO_CPUS
 def test_a_failed_conversion_is_the_cells_error_row(tiny_device_config, tmp_path) -> None:
     archs = nb201.sample_valid(2, seed=24)
-    device = tiny_device_config("onnxruntime-cpu", options={"exporter": "torchscript", "opset": 99})
+    device = tiny_device_config("onnxruntime-cpu", options={"exporter": "torchscript", "opset": 99},
+                                pin_cpus=[max(os.sched_getaffinity(0))])
     rows = campaign.measure_chunk(archs, device, tmp_path).rows
     assert [row["arch"] for row in rows] == archs
     assert all(row["error"].startswith("PrepareError") and "99" in row["error"] for row in rows)
