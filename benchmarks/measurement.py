@@ -46,7 +46,7 @@ def stand_in_phone(folder: Path) -> dict:
     (root / "data/local/tmp").mkdir(parents=True)
     (root / "data/local/tmp/benchmark_model").write_text("stand-in")
     adb = folder / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
+    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -S {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
     adb.chmod(0o755)
     os.environ["FAKE_ADB_ROOT"] = str(root)
     return {"serial": os.environ.setdefault("FAKE_ADB_SERIAL", "emulator-5554"), "adb": str(adb)}

@@ -316,9 +316,9 @@ def measure_chunk(
 ) -> ChunkResult:
     """Measure ``archs`` and append them as one part (their operator profiles as another).
 
-    Chunks of one device never overlap (a per-device lock). A backend that times on this machine's
-    CPU holds the host CPU's lock for the whole chunk, since any work of this process would disturb
-    its timings; a phone's or GPU's lock is taken for each run only, so converting the next cell
+    Chunks writing to one device folder never overlap (a lock per folder). A backend that times on
+    this machine's CPU holds the host CPU's lock for the whole chunk, since any work of this process
+    would disturb its timings; a phone's or GPU's lock is taken for each run only, so converting the next cell
     and writing rows never keep another campaign off the device. ``prefetch`` (the next chunk's
     archs) is handed to the preparation worker too. If the device fails for good mid-chunk, the
     rows measured so far are written before the error propagates, so nothing measured is lost.
@@ -329,7 +329,9 @@ def measure_chunk(
     on_device = lambda: device_lock(backend.resource())  # noqa: E731
     host_turn = on_device if backend.times_on_host else contextlib.nullcontext
     device_turn = contextlib.nullcontext if backend.times_on_host else on_device
-    with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir, device_lock(f"device-{device.name}"):
+    folder = device_dir(store, device.name).resolve()
+    store_lock = device_lock(f"store-{hashlib.sha256(str(folder).encode()).hexdigest()[:16]}")
+    with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir, store_lock:
         remove_stale_temp_files(device_dir(store, device.name))
         with host_turn():
             started = time.time()

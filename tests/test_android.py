@@ -127,7 +127,7 @@ def phone(tmp_path, monkeypatch) -> dict:
     (root / "data/local/tmp").mkdir(parents=True)
     (root / "data/local/tmp/benchmark_model").write_text("stand-in benchmark_model build")
     adb = tmp_path / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
+    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -S {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
     adb.chmod(0o755)
     monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
     monkeypatch.setenv("FAKE_ADB_SERIAL", SERIAL)
