@@ -303,6 +303,12 @@ def artifacts_for(
     return lambda arch: futures[arch].result
 
 
+def ready_artifacts(backend: Backend, device: DeviceConfig, archs: Sequence[str]) -> list[Path]:
+    """The cells' artifacts that are converted already (in the cache)."""
+    paths = [preparation.artifact_path(backend, device.network, device.protocol.batch, arch) for arch in archs]
+    return [path for path in paths if path.exists()]
+
+
 def measure_chunk(
     archs: Sequence[str],
     device: DeviceConfig,
@@ -318,19 +324,22 @@ def measure_chunk(
 
     Chunks writing to one device folder never overlap (a lock per folder). A backend that times on
     this machine's CPU holds the host CPU's lock for the whole chunk, since any work of this process
-    would disturb its timings; a phone's or GPU's lock is taken for each run only, so converting the next cell
-    and writing rows never keep another campaign off the device. ``prefetch`` (the next chunk's
-    archs) is handed to the preparation worker too. If the device fails for good mid-chunk, the
+    would disturb its timings; a phone's or GPU's lock is taken for each run only, so converting
+    the next cell and writing rows never keep another campaign off the device. ``prefetch`` (the
+    next chunk's archs) is handed to the preparation worker too. If the device fails for good mid-chunk, the
     rows measured so far are written before the error propagates, so nothing measured is lost.
     """
     backend = make_backend(device.backend, device.options)
     cells: list[Cell] = []
     device_dir(store, device.name).mkdir(parents=True, exist_ok=True)
-    on_device = lambda: device_lock(backend.resource())  # noqa: E731
+
+    def on_device() -> contextlib.AbstractContextManager[None]:
+        return device_lock(backend.resource())
+
     host_turn = on_device if backend.times_on_host else contextlib.nullcontext
     device_turn = contextlib.nullcontext if backend.times_on_host else on_device
-    folder = device_dir(store, device.name).resolve()
-    store_lock = device_lock(f"store-{hashlib.sha256(str(folder).encode()).hexdigest()[:16]}")
+    folder = str(device_dir(store, device.name).resolve())
+    store_lock = device_lock(f"store-{hashlib.sha256(folder.encode()).hexdigest()[:16]}")
     with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir, store_lock:
         remove_stale_temp_files(device_dir(store, device.name))
         with host_turn():
@@ -341,6 +350,10 @@ def measure_chunk(
             artifact = artifacts_for(backend, device, archs, prefetch, prepare_ahead, Path(workdir))
             with pinned(device.protocol.pin_cpus):
                 try:
+                    if backend.artifact_format and not backend.times_on_host:
+                        with device_turn():  # the models already converted go to the device in one go
+                            with_device_retries(lambda: backend.stage(ready_artifacts(backend, device, archs)),
+                                                device.name, retries, backoff_seconds)
                     for arch in archs:
                         cells.append(
                             with_device_retries(
@@ -356,6 +369,8 @@ def measure_chunk(
                             on_cell()
                 finally:
                     write_cells(cells, store, device.name, op_profile_store)
+                    with device_turn():
+                        backend.unstage()
             return ChunkResult(
                 rows=[cell.row for cell in cells], started=started, finished=time.time(),
                 device_seconds=sum(cell.device_seconds for cell in cells),

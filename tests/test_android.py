@@ -220,10 +220,12 @@ def test_a_gpu_campaign_records_the_delegate_and_its_profile(phone, tiny_device_
     assert (run["delegate"], run["gpu_api"], run["delegated"]) == ("GPU", "OpenGL", "all")
     profile = tables.read(tmp_path / "op_profiles", tables.OP_PROFILE)
     assert profile["op_type"].to_list() == ["TfLiteGpuDelegateV2"] and profile["share"].to_list() == [1.0]
+    assert list((phone["root"] / "data/local/tmp/leti").iterdir()) == []  # pushed with the chunk, removed after its run
 
 
 def test_a_phone_that_vanishes_mid_campaign_keeps_what_was_measured(phone, tiny_device_config, tmp_path, monkeypatch) -> None:
-    # get-state, mkdir, describe, then push and one shell for the first cell: gone after 5 commands
+    # get-state, mkdir, describe, the push (of the chunk, or of the first cell), the first cell's shell:
+    # the phone is gone after 5 commands
     monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", "5")
     device = tiny_device_config("android-adb", options=phone["options"])
     with pytest.raises(DeviceError, match="not found"):

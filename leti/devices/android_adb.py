@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,7 @@ _descriptions: dict[tuple[str, ...], dict[str, Any]] = {}
 _descriptions_lock = threading.Lock()
 
 
+@dataclass
 class AndroidADB(Backend):
     """Options: ``serial`` (required), ``adb`` (executable, default ``adb``), ``benchmark_binary``
     (default ``/data/local/tmp/benchmark_model``), ``remote_dir`` (default ``/data/local/tmp/leti``),
@@ -265,6 +267,8 @@ class AndroidADB(Backend):
     name = "android-adb"
     libraries = ("ai-edge-litert", "torch")
     artifact_format = "tflite"
+    staged: set[str] = field(default_factory=set)
+    """Names of models pushed by ``stage`` and not yet run."""
 
     def resource(self) -> str:
         return f"adb-{self.serial}"
@@ -371,10 +375,27 @@ class AndroidADB(Backend):
             "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"]
         return "grep -sH . " + " ".join([*THERMAL_FILES, *cpu_files, *GPU_FREQUENCY_FILES])
 
+    def stage(self, artifacts: list[Path]) -> None:
+        """Push every model that is ready in one ``adb push``, before the chunk's runs."""
+        if artifacts:
+            self.adb("push", *(str(path) for path in artifacts), f"{self.remote_dir}/")
+            self.staged.update(path.name for path in artifacts)
+
+    def unstage(self) -> None:
+        if self.staged:
+            try:
+                self.adb("shell", "rm -f " + " ".join(shlex.quote(f"{self.remote_dir}/{name}") for name in sorted(self.staged)),
+                         timeout=30)
+            except (DeviceError, RuntimeError):
+                pass  # the phone is gone; the next check() reports it
+            self.staged.clear()
+
     def run(self, artifact: Path, example: torch.Tensor, protocol: Protocol) -> str:
-        """Push the model, then one shell: state, ``benchmark_model``, state, remove the model."""
+        """Push the model unless staged, then one shell: state, ``benchmark_model``, state, remove it."""
         remote = f"{self.remote_dir}/{artifact.name}"
-        self.adb("push", str(artifact), remote)
+        if artifact.name not in self.staged:
+            self.adb("push", str(artifact), remote)
+        self.staged.discard(artifact.name)
         script = "; ".join([
             self.state_command(), f"echo {MARK}", shlex.join(self.benchmark_command(remote, protocol)),
             f"echo {MARK}", self.state_command(), f"rm -f {shlex.quote(remote)}",

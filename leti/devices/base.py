@@ -321,6 +321,13 @@ class Backend(ABC):
         """Write the file artifact of ``network`` to ``path`` (backends with a file artifact)."""
         raise NotImplementedError(f"backend {self.name!r} has no file artifact")
 
+    def stage(self, artifacts: list[Path]) -> None:
+        """Move artifacts that are ready to the device in one go, ahead of their runs (a phone:
+        one ``adb push`` for a chunk instead of one per cell). Most devices need nothing."""
+
+    def unstage(self) -> None:
+        """Remove what ``stage`` moved but no run used (a chunk that stopped early)."""
+
     @abstractmethod
     def run(self, artifact: Any, example: torch.Tensor, protocol: Protocol) -> Any:
         """Benchmark the artifact; return the device's raw result. The artifact is left in place
