@@ -123,7 +123,7 @@ def measure_op(instance: OpInstance, device: DeviceConfig, backend: Any, workdir
         "channels_in": instance.channels_in, "channels_out": instance.channels_out, "stride": instance.stride,
         "device": device.name, "backend": device.backend, "config_id": device.config_id, "runs": protocol.runs,
         "measured_at": datetime.now(timezone.utc),
-        "environment": json.dumps({**backend.environment(), "host": socket.gethostname()}, sort_keys=True, default=str),
+        "environment": json.dumps({"host": socket.gethostname(), **backend.environment()}, sort_keys=True, default=str),
     }
     try:
         module = build_op(instance).eval()
