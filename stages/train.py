@@ -89,31 +89,14 @@ def main() -> None:
             for family, configured in config["predictors"].items():
                 family_params = predictors.with_defaults(family, configured or {}, {"seed": seed, **supplied})
                 predictor = predictors.make_predictor(family, **family_params)
-                name = f"{family}-seed{seed}"
-                with mlflow.start_run(run_name=name, nested=True, tags={**tags, "family": family, "seed": str(seed)}) as child:
-                    result = evaluation.evaluate(predictor, data.archs, data.latency_ms, parts)
-                    frame = predictions_frame(data, parts, result, family, seed)
-                    mlflow.log_params(flat({
-                        "family": family, **shared, "train.seed": seed,
-                        **{f"{family}.{key}": value for key, value in predictor.params.items()},
-                    }))
-                    metrics = split_metrics(frame)
-                    metrics |= {"fit_seconds": float(result.metrics["fit_seconds"]), "predict_seconds": float(result.metrics["predict_seconds"])}
-                    mlflow.log_metrics(metrics)
-                    log_datasets(data, parts, seed, inputs["latency"], data_tags["data.latency.dvc_md5"])
-                    log_plots(frame.filter(pl.col("split") == "test"), f"{name}, {device.name}")
-                    folder = predictor.save(Path(args.models) / (family if len(seeds) == 1 else name), space=space, statistic=statistic)
-                    info = mlflow_model.log_predictor(folder, "model", data.archs[:3], {
-                        **target, "family": family, "seed": seed,
-                        "feature_schema": predictors.describe(folder)["feature_schema"],
-                        "data": {key: value for key, value in data_tags.items() if key.startswith("data.")},
-                    })
-                    candidates.append(registry.Candidate(child.info.run_id, info.model_uri, name, metrics.get(rule.metric, float("nan")), target))
-                    children[name] = child.info.run_id
+                folder = Path(args.models) / (family if len(seeds) == 1 else f"{family}-seed{seed}")
+                frame, candidate = fit_child(predictor, data, parts, seed, folder, tags, shared, rule)
                 frames.append(frame)
+                candidates.append(candidate)
+                children[candidate.name] = candidate.run_id
         predictions = pl.concat(frames)
         log_plots(predictions.filter(pl.col("split") == "test"), device.name)
-        if tracking.data_tags(inputs) != data_tags:
+        if data_only(tracking.data_tags(inputs)) != data_only(data_tags):
             raise SystemExit(f"train: an input changed while it was being read ({', '.join(inputs.values())}); run again")
         decision = registry.select(
             mlflow.MlflowClient(), tracking.model_name(space, device.name), candidates, rule,
@@ -133,6 +116,37 @@ def main() -> None:
     print(f"train: {decision.reason}; {'registered' if decision.register else 'kept'} "
           f"{tracking.champion_uri(space, device.name)} (v{decision.version})")
     print(f"train: compare the runs at {tracking.runs_url(experiment_id)} (`make mlflow-ui`)")
+
+
+def fit_child(
+    predictor: predictors.Predictor, data: evaluation.TrainingData, parts: evaluation.Split, seed: int, folder: Path,
+    tags: dict[str, str], shared: dict[str, Any], rule: registry.Rule,
+) -> tuple[pl.DataFrame, registry.Candidate]:
+    """One child run: fit, log params, metrics, datasets, plots and the model; its predictions and its candidacy."""
+    family, target = predictor.family, {key: tags[key] for key in registry.TARGET_KEYS}
+    name = f"{family}-seed{seed}"
+    with mlflow.start_run(run_name=name, nested=True, tags={**tags, "family": family, "seed": str(seed)}) as child:
+        result = evaluation.evaluate(predictor, data.archs, data.latency_ms, parts)
+        frame = predictions_frame(data, parts, result, family, seed)
+        mlflow.log_params(flat({
+            "family": family, **shared, "train.seed": seed, **{f"{family}.{key}": value for key, value in predictor.params.items()},
+        }))
+        metrics = split_metrics(frame) | {
+            "fit_seconds": float(result.metrics["fit_seconds"]), "predict_seconds": float(result.metrics["predict_seconds"]),
+        }
+        mlflow.log_metrics(metrics)
+        log_datasets(data, parts, seed, tags["data.latency.path"], tags["data.latency.dvc_md5"])
+        log_plots(frame.filter(pl.col("split") == "test"), f"{name}, {data.device}")
+        predictor.save(folder, space=target["space"], statistic=target["statistic"])
+        info = mlflow_model.log_predictor(folder, "model", data.archs[:3], {
+            **target, "family": family, "seed": seed, "feature_schema": predictors.describe(folder)["feature_schema"],
+            "data": data_only(tags),
+        })
+    return frame, registry.Candidate(child.info.run_id, info.model_uri, name, metrics.get(rule.metric, float("nan")), target)
+
+
+def data_only(tags: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in tags.items() if key.startswith("data.")}
 
 
 def one_space(architectures: pl.DataFrame) -> str:
