@@ -93,6 +93,18 @@ FEATURES = pa.schema(
     metadata={"leti.table": "features"},
 )
 
+GRAPHS = pa.schema(
+    [
+        pa.field("space", pa.string(), nullable=False),
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("nodes", pa.list_(pa.string()), nullable=False),  # a label per node slot; null = empty slot
+        pa.field("edge_src", pa.list_(pa.int32()), nullable=False),  # data-flow edges between slots
+        pa.field("edge_dst", pa.list_(pa.int32()), nullable=False),
+    ],
+    metadata={"leti.table": "graphs"},
+)
+"""Each cell's graph as its space defines it (``leti.spaces.base.CellGraph``); the GCN adds the global node."""
+
 PREDICTIONS = pa.schema(
     [
         pa.field("arch", pa.string(), nullable=False),

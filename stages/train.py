@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from leti import evaluation, features, mlflow_model, params, plots, predictors, registry, tables, tracking
+from leti.features import graph
 from leti.metrics import regression_metrics
 
 SPLITS = {"train": "training", "val": "validation", "test": "testing"}  # split -> MLflow dataset context
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--op-latency", default="data/op_latency", help="per-op lookup tables (one folder per device)")
     parser.add_argument("--architectures", default="data/architectures.parquet")
     parser.add_argument("--features", default="data/features.parquet")
+    parser.add_argument("--graphs", default="data/graphs.parquet", help="cell graphs for graph predictors (stage featurize)")
     parser.add_argument("--models", default="models")
     parser.add_argument("--predictions", default="data/predictions.parquet")
     parser.add_argument("--params", default="params.yaml")
@@ -56,12 +58,14 @@ def main() -> None:
         "op_latency": f"{args.op_latency}/{device.name}",
         "architectures": args.architectures,
         "features": args.features,
+        "graphs": args.graphs,
     }
     data_tags = tracking.data_tags(inputs)
     architectures = tables.read(args.architectures, tables.ARCHITECTURES)
     space = one_space(architectures)
     data = evaluation.training_data(args.store, device, architectures["arch"].to_list(), statistic)
     features.preload(tables.read(args.features, tables.FEATURES))
+    graph.preload(tables.read(args.graphs, tables.GRAPHS))
     # What a family may take from the stage (explicit params in params.yaml win).
     supplied = {
         "lookup": inputs["op_latency"],

@@ -1,4 +1,4 @@
-"""Shared fixtures for tests that read the published HELP latencies (skipped when absent)."""
+"""Shared fixtures for tests that read the published HELP and LatBench latencies (skipped when absent)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 
 HELP_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "help"
 HELP_TEST_DEVICE = "1080ti_1"
+LATBENCH_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "latbench"
+LATBENCH_TEST_DEVICE = "desktop-gpu-gtx-1080ti-fp32"
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,20 @@ def help_cells(help_store: Path) -> tuple[list[str], np.ndarray]:
     data = evaluation.load_device(help_store, HELP_TEST_DEVICE)
     pick = np.random.default_rng(0).choice(len(data.archs), 250, replace=False)
     return [data.archs[i] for i in pick], data.latency_ms[pick]
+
+
+@pytest.fixture(scope="session")
+def latbench_dir() -> Path:
+    if not (LATBENCH_DIR / f"{LATBENCH_TEST_DEVICE}.pickle").exists():
+        pytest.skip(f"published LatBench data not found at {LATBENCH_DIR}")
+    return LATBENCH_DIR.resolve()
+
+
+@pytest.fixture(scope="session")
+def latbench_store(latbench_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A latency store holding LatBench's GTX 1080 Ti, ingested once per session."""
+    from leti import ingest
+
+    store = tmp_path_factory.mktemp("latbench_store")
+    ingest.ingest_latbench([latbench_dir / f"{LATBENCH_TEST_DEVICE}.pickle"], store)
+    return store

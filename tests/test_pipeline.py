@@ -23,7 +23,8 @@ from leti import predictors, tables
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HELP = (ROOT / ".." / "shared" / "datasets" / "help").resolve()
-HAS_HELP = (HELP / "nasbench201" / "str_arch2idx.pt").exists()
+LATBENCH = (ROOT / ".." / "shared" / "datasets" / "latbench").resolve()
+HAS_HELP = (HELP / "nasbench201" / "str_arch2idx.pt").exists() and LATBENCH.is_dir()
 MAIN_STAGES = {"sample", "measure", "measure_ops", "featurize", "train", "evaluate"}
 
 pytestmark = pytest.mark.slow
@@ -41,11 +42,16 @@ def tiny_params(params: dict) -> dict:
         ensemble_members=["gcn", "linear"], ablations={"identity_adjacency": {"adjacency": "identity"}},
         train_sizes=[30], train_size_predictors=["linear"], batch_sizes=[],
     )
+    params["ingest_latbench"].update(source=str(LATBENCH), devices=["desktop-gpu-gtx-1080ti-fp32"])
+    params["report_latbench"].update(
+        train_size=60, val_size=20,
+        predictors={"linear": {}, "gcn": {"hidden": 16, "layers": 2, "batch_size": 16, "epochs": 2, "precision": "float32"}},
+    )
     return params
 
 
 def stages_run() -> set[str]:
-    """Every stage when the published HELP data is here; the measurement pipeline otherwise."""
+    """Every stage when the published HELP and LatBench data are here; the measurement pipeline otherwise."""
     return set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) if HAS_HELP else MAIN_STAGES
 
 

@@ -1,17 +1,24 @@
-"""Search spaces by name. Each space module parses, validates and formats its own arch strings;
-nothing outside ``leti.spaces`` reads an arch string's format."""
+"""Search spaces by name. Each is a module implementing :class:`leti.spaces.base.SearchSpace`."""
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from leti.spaces import nb101, nb201
+from leti.spaces.base import CellGraph, SearchSpace
 
-SPACES = {"nb201": "leti.spaces.nb201"}
+SPACES: dict[str, SearchSpace] = {space.NAME: space for space in (nb201, nb101)}  # type: ignore[misc]
+DEFAULT = nb201.NAME
 
 
-def get(name: str) -> ModuleType:
-    """The module of the search space called ``name`` (it has ``parse``, raising ``ValueError``)."""
+class UnknownSpaceError(ValueError):
+    """A search-space name leti does not know."""
+
+
+def get(name: str) -> SearchSpace:
+    """The space called ``name``; an unknown name fails with one line listing the known ones."""
     try:
-        return importlib.import_module(SPACES[name])
+        return SPACES[name]
     except KeyError:
-        raise KeyError(f"unknown search space {name!r} (known: {', '.join(sorted(SPACES))})") from None
+        raise UnknownSpaceError(f"unknown search space {name!r} (known: {', '.join(sorted(SPACES))})") from None
+
+
+__all__ = ["SPACES", "DEFAULT", "CellGraph", "SearchSpace", "UnknownSpaceError", "get"]

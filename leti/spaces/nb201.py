@@ -18,6 +18,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from leti.spaces.base import CellGraph, count_flops, count_params  # noqa: F401 (count_* re-exported)
+
 NAME = "nb201"
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
@@ -87,6 +89,15 @@ def format_cell(cell: Sequence[str]) -> str:
         groups.append("|" + "|".join(tokens) + "|")
         position += node
     return "+".join(groups)
+
+
+def from_op_indices(indices: Sequence[object]) -> Cell:
+    """The cell of a vector of six op indices in :data:`OPS` order (BRP-NAS's ``arch_vector``)."""
+    if not isinstance(indices, (tuple, list)) or len(indices) != len(EDGES):
+        raise ArchStringError(f"not a NAS-Bench-201 op-index vector (6 indices into {OPS}): {indices!r}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(OPS) for i in indices):
+        raise ArchStringError(f"op indices must be integers 0..{len(OPS) - 1} (order {', '.join(OPS)}): {tuple(indices)!r}")
+    return tuple(OPS[i] for i in indices)
 
 
 def enumerate_cells() -> Iterator[Cell]:
@@ -245,6 +256,10 @@ class NetworkConfig:
     num_classes: int = 10
 
 
+SMALL_NETWORK = NetworkConfig(input_size=16, channels=8, cells_per_stage=1)
+"""One cell per stage at 8 channels on 16x16 inputs: builds and runs in milliseconds, for tests."""
+
+
 def build_network(arch: str, config: NetworkConfig = NetworkConfig()) -> TinyNetwork:
     """The benchmark's network for ``arch``, in eval mode."""
     network = TinyNetwork(parse(arch), config.channels, config.cells_per_stage, config.num_classes)
@@ -255,19 +270,6 @@ def example_input(config: NetworkConfig = NetworkConfig(), batch: int = 1) -> to
     return torch.randn(batch, 3, config.input_size, config.input_size)
 
 
-def count_flops(network: nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of one forward pass as torch's FlopCounterMode counts them (2 per multiply-add)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        network(example)
-    return int(counter.get_total_flops())
-
-
-def count_params(network: nn.Module) -> int:
-    return sum(p.numel() for p in network.parameters())
-
-
 @lru_cache(maxsize=1)
 def canonical_ids() -> dict[str, int]:
     """Canonical form -> a stable class id (order of first appearance in :func:`enumerate_cells`)."""
@@ -275,3 +277,80 @@ def canonical_ids() -> dict[str, int]:
     for cell in enumerate_cells():
         ids.setdefault(canonical_form(cell), len(ids))
     return ids
+
+
+# --- The search-space interface (leti.spaces.base.SearchSpace) ------------------------------------
+
+
+def canonical_id(arch: str) -> str:
+    """The isomorphism class of ``arch``: its :func:`canonical_form`, the benchmark's unique string."""
+    return canonical_form(parse(arch))
+
+
+def is_valid(arch: str) -> bool:
+    """A cell is worth measuring iff data reaches the output (BRP-NAS drops the 341 others)."""
+    return has_path(parse(arch))
+
+
+def flops_params(arch: str, config: NetworkConfig = NetworkConfig()) -> tuple[int, int]:
+    """FLOPs and parameters summed from per-op costs, equal to counting the built network."""
+    from leti.features import costs  # the per-op cost tables live with the other NB201 features
+
+    cost = costs.network_cost(arch, config)
+    return cost.flops, cost.params
+
+
+GRAPH_NODE_TYPES: tuple[str, ...] = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "input", "output")
+"""Labels a graph node can carry: ``none`` and ``skip_connect`` slots are empty (``None``)."""
+GRAPH_SLOTS = len(EDGES) + 2
+"""Input, one slot per edge op in cell order, output: BRP-NAS's 8 nodes (``keep_dims=True``)."""
+
+
+def _base_wiring() -> set[tuple[int, int]]:
+    """Data-flow edges between slots before any op is applied: each op slot reads the op slots
+    that end at its source node (or the input slot) and feeds those that start at its target."""
+    output = GRAPH_SLOTS - 1
+    edges = set()
+    for slot, (dst, src) in enumerate(EDGES, start=1):
+        producers = [0] if src == 0 else [s for s, (d, _) in enumerate(EDGES, start=1) if d == src]
+        edges.update((producer, slot) for producer in producers)
+        if dst == NUM_NODES - 1:
+            edges.add((slot, output))
+    return edges
+
+
+def graph(arch: str) -> CellGraph:
+    """BRP-NAS's graph of a cell (eagle's ``get_matrix_and_ops(prune=True, keep_dims=True)``).
+
+    Ops are applied in cell order: a ``none`` slot loses its edges; a ``skip_connect`` slot is
+    bypassed (each predecessor linked to each successor) and left empty; other ops keep their
+    label. Finally every slot on no input->output path is emptied, so a cell without a path has
+    no nodes at all.
+    """
+    cell = parse(arch)
+    edges = _base_wiring()
+    labels: list[str | None] = ["input", *([None] * len(EDGES)), "output"]
+    for slot, op in enumerate(cell, start=1):
+        if op in ("none", "skip_connect"):
+            before = {src for src, dst in edges if dst == slot}
+            after = {dst for src, dst in edges if src == slot}
+            edges = {(src, dst) for src, dst in edges if slot not in (src, dst)}
+            if op == "skip_connect":
+                edges.update((src, dst) for src in before for dst in after)
+        else:
+            labels[slot] = op
+    on_path = _reachable(edges, 0) & _reachable({(d, s) for s, d in edges}, GRAPH_SLOTS - 1)
+    nodes = tuple(label if slot in on_path else None for slot, label in enumerate(labels))
+    kept = tuple(sorted((s, d) for s, d in edges if s in on_path and d in on_path))
+    return CellGraph(nodes, kept)
+
+
+def _reachable(edges: set[tuple[int, int]], start: int) -> set[int]:
+    seen, frontier = {start}, [start]
+    while frontier:
+        node = frontier.pop()
+        for src, dst in edges:
+            if src == node and dst not in seen:
+                seen.add(dst)
+                frontier.append(dst)
+    return seen
