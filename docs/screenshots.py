@@ -186,8 +186,10 @@ def main() -> None:
         page.goto(tracking.runs_url(experiment.experiment_id, base))
         page.wait_text("train-")
         page.close_assistant()
-        page.evaluate("""document.querySelector('button[data-component-id*="runnamecellrenderer"]').click()""")
-        time.sleep(1)
+        for _ in range(page.evaluate("""document.querySelectorAll('button[data-component-id*="runnamecellrenderer"]').length""")):
+            page.evaluate("""[...document.querySelectorAll('button[data-component-id*="runnamecellrenderer"]')]
+                .filter(b => !b.dataset.letiOpened).slice(-1).forEach(b => { b.dataset.letiOpened = 1; b.click(); })""")
+            time.sleep(1)  # expand every parent run, last first, so each shows its children
         page.choose_columns(["Source", "val_acc_10pct", "test_acc_10pct", "test_mape", "data.latency.dvc_md5", "config_id"])
         page.screenshot(args.output / "mlflow-runs.png")
 
