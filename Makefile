@@ -30,5 +30,6 @@ pipeline: $(STAMP) $(CONVERTER_STAMP)  ## run every DVC stage: sample -> measure
 test: $(STAMP) $(CONVERTER_STAMP)  ## the whole test suite
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
-mlflow-ui: $(STAMP)  ## open the MLflow UI on http://127.0.0.1:5000
+mlflow-ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 (runs and the model registry)
+	@echo "Training runs: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

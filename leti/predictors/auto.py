@@ -66,6 +66,9 @@ class AutoPredictor(Predictor):
             raise RuntimeError("auto predictor is not fitted")
         return self.best.predict(archs)
 
+    def feature_schema(self) -> dict:
+        return self.best.feature_schema() if self.best is not None else {"input": "arch"}
+
     def save_state(self, folder: Path) -> None:
         self.best.save(folder / "best")
         (folder / "auto.json").write_text(json.dumps({"chosen": self.best.family}))

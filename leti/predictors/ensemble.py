@@ -63,6 +63,10 @@ class EnsemblePredictor(Predictor):
             raise RuntimeError("ensemble predictor is not fitted")
         return np.column_stack([m.predict(archs) for m in self.members.values()]) @ self.weights
 
+    def feature_schema(self) -> dict:
+        members = self.members or self._make_members()
+        return {"input": "arch", "members": {family: member.feature_schema() for family, member in members.items()}}
+
     def save_state(self, folder: Path) -> None:
         for family, member in self.members.items():
             member.save(folder / family)

@@ -9,10 +9,11 @@ space means writing one module, not editing the campaign, features or predictors
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where networks are built, so parsing arch strings stays light
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class SearchSpace(Protocol):
 
 def count_flops(network: nn.Module, example: torch.Tensor) -> int:
     """FLOPs of one forward pass as torch's FlopCounterMode counts them (2 per multiply-add)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
