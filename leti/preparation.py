@@ -9,7 +9,7 @@ works inside Dask's daemonic worker processes.
 
 Converted files are cached by everything that shapes them (format, artifact options, network
 shape, batch, arch, converter versions) under ``$LETI_CACHE_DIR/artifacts`` (default
-``~/.cache/leti``): the same cell is never converted twice, whichever device, pass or campaign
+``$XDG_CACHE_HOME/leti``, which ``leti.project`` points inside the project): the same cell is never converted twice, whichever device, pass or campaign
 asks for it. A TFLite file serves every phone and every GPU/CPU setting alike.
 """
 
@@ -41,7 +41,7 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LETI_CACHE_DIR") or Path.home() / ".cache" / "leti")
+    return Path(os.environ.get("LETI_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leti")
 
 
 def artifact_path(backend: Backend, network: nb201.NetworkConfig, batch: int, arch: str) -> Path:
