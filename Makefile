@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The PyTorch -> TFLite converter (litert-torch) cannot share .venv with Prefect; leti keeps it in
+# .venv-tflite and runs it as a subprocess (leti/devices/litert_env.py pins its versions).
+CONVERTER_STAMP := .venv-tflite/.leti-requirements
 
 # Tool state (Prefect's database, DVC's site cache, ...) stays in the project without exports here:
 # see leti/project.py.
@@ -15,15 +18,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(CONVERTER_STAMP): $(STAMP) leti/devices/litert_env.py
+	$(BIN)/python -c 'from leti.devices import litert_env; litert_env.ensure()'
 
-pipeline: $(STAMP)  ## run every DVC stage: sample -> measure -> featurize -> train -> evaluate
+install: $(STAMP) $(CONVERTER_STAMP)
+
+pipeline: $(STAMP) $(CONVERTER_STAMP)  ## run every DVC stage: sample -> measure -> featurize -> train -> evaluate
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
-test: $(STAMP)  ## the whole test suite
+test: $(STAMP) $(CONVERTER_STAMP)  ## the whole test suite
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
-mlflow-ui: $(STAMP)  ## open the MLflow UI on http://127.0.0.1:5000
+mlflow-ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 (runs and the model registry)
+	@echo "Training runs: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 prefect-server: $(STAMP)  ## Prefect server and UI on http://127.0.0.1:4200 (database in .prefect/)

@@ -10,7 +10,7 @@ import os
 import sys
 
 from leti import measure_flow
-from leti.devices import DeviceError
+from leti.devices import BackendUnavailableError, DeviceError
 
 
 def main() -> None:
@@ -19,11 +19,13 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--architectures", default="data/architectures.parquet")
     parser.add_argument("--store", default="data/latency")
+    parser.add_argument("--op-profiles", default=None, help="per-operator profiles (default: op_profiles beside --store)")
     parser.add_argument("--runner", choices=["default", "dask"], default=None, help="default: measure.runner in params")
     parser.add_argument("--workers", type=int, default=None, help="Dask workers (default: measure.dask_workers)")
     args = parser.parse_args()
     result = measure_flow.run_from_params(
-        args.device, args.params, args.architectures, args.store, runner=args.runner, workers=args.workers
+        args.device, args.params, args.architectures, args.store, runner=args.runner, workers=args.workers,
+        op_profile_store=args.op_profiles,
     )
     print(json.dumps(result["summary"]))
 
@@ -31,8 +33,8 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (KeyError, ValueError, FileNotFoundError) as error:  # bad input: one line naming it
-        raise SystemExit(f"measure: error: {error.args[0] if error.args else error}") from None
     except DeviceError as error:  # a device dropped out: EX_TEMPFAIL tells the pipeline flow to retry
         print(f"measure: error: {error}", file=sys.stderr)
         raise SystemExit(os.EX_TEMPFAIL) from None
+    except (KeyError, ValueError, FileNotFoundError, BackendUnavailableError) as error:  # bad input or setup: one line
+        raise SystemExit(f"measure: error: {error.args[0] if error.args else error}") from None

@@ -4,7 +4,13 @@ A campaign never rewrites a finished row. Results go to ``<store>/<device>/`` as
 written atomically, so ``kill -9`` loses only the chunk in flight; a restart reads the parts and
 skips every (arch, device, config) already there. A cell whose network fails to build, convert or
 run gets an error row that keeps the message and the campaign goes on; a device that fails
-(``DeviceError``) is retried with backoff and then reported.
+(``DeviceError``) is retried with backoff and then reported. When the device profiled operators,
+each cell's per-operator times go to ``<op profile store>/<device>/`` (default: ``op_profiles``
+beside the latency store), linked to the latency row by (arch, device, config_id, measured_at).
+
+Host work is kept off the device's clock: cells with a file artifact (ONNX, TFLite) are converted
+ahead by a worker process (``leti.preparation``) while the device times the cell before, and the
+lock of a phone or GPU is held only while it runs a network.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from leti import tables
-from leti.devices import BACKENDS, DeviceError, Protocol, UnknownBackendError, make_backend
-from leti.devices.base import Backend, cpu_affinity, pinned
+from leti import preparation, tables
+from leti.devices import BACKENDS, DeviceError, Protocol, Timing, UnknownBackendError, make_backend
+from leti.devices.base import Backend, pinned
 from leti.spaces import nb201
 
 log = logging.getLogger(__name__)
@@ -48,10 +54,13 @@ class DeviceConfig:
 
     @property
     def config_id(self) -> str:
-        """Hash of everything that shapes a timing; a different hash means a different row."""
+        """Hash of everything that shapes a timing; a different hash means a different row.
+
+        Options enter as the backend states them (``Backend.config_options``: defaults filled in,
+        connection details such as the adb path left out)."""
         payload = {
             "backend": self.backend,
-            "options": self.options,
+            "options": make_backend(self.backend, self.options).config_options(),
             "protocol": asdict(self.protocol),
             "network": asdict(self.network),
         }
@@ -91,10 +100,22 @@ class CampaignResult:
     failed: int
     seconds: float
     timed_seconds: float
+    device_seconds: float
+    """Time the device spent running networks (warm-up plus timed runs)."""
+
+    @property
+    def overhead(self) -> float | None:
+        """Wall time over device time: 1.0 means the host never kept the device waiting."""
+        return self.seconds / self.device_seconds if self.device_seconds else None
 
 
 def device_dir(store: Path, device: str) -> Path:
     return Path(store) / device
+
+
+def default_op_profile_store(store: Path) -> Path:
+    """``op_profiles`` beside the latency store (``data/latency`` -> ``data/op_profiles``)."""
+    return Path(store).parent / "op_profiles"
 
 
 def finished_archs(store: Path, device: DeviceConfig, include_errors: bool = True) -> set[str]:
@@ -109,8 +130,28 @@ def finished_archs(store: Path, device: DeviceConfig, include_errors: bool = Tru
     return set(rows["arch"].to_list())
 
 
-def measure_cell(backend: Backend, device: DeviceConfig, arch: str, workdir: Path) -> dict[str, Any]:
-    """One latency row for ``arch``; a model-side failure becomes an error row, a device failure raises."""
+@dataclass
+class Cell:
+    """One measured cell: its latency row, its per-operator rows and its device time."""
+
+    row: dict[str, Any]
+    op_profile: list[dict[str, Any]]
+    device_seconds: float
+
+
+def measure_cell(
+    backend: Backend,
+    device: DeviceConfig,
+    arch: str,
+    artifact: Callable[[], Any],
+    environment: dict[str, Any],
+    device_turn: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> Cell:
+    """One latency row for ``arch``; a model-side failure becomes an error row, a device failure raises.
+
+    ``artifact`` returns what the device runs (waiting for the worker that prepared it);
+    ``device_turn`` is held while the device runs it.
+    """
     protocol, network_config = device.protocol, device.network
     example = nb201.example_input(network_config, protocol.batch)
     row: dict[str, Any] = {
@@ -123,28 +164,48 @@ def measure_cell(backend: Backend, device: DeviceConfig, arch: str, workdir: Pat
         "batch": protocol.batch,
         "input_shape": list(example.shape),
         "threads": protocol.threads,
-        "cpu_affinity": cpu_affinity(),
+        "cpu_affinity": backend.cpu_affinity(),
         "warmup_runs": protocol.warmup_runs,
         "warmup_seconds": protocol.warmup_seconds,
         "runs": protocol.runs,
         "measured_at": datetime.now(timezone.utc),
         "host": socket.gethostname(),
-        "environment": json.dumps(backend.environment(), sort_keys=True, default=str),
+        "environment": json.dumps(environment, sort_keys=True, default=str),
     }
     try:
-        network = nb201.build_network(arch, network_config)
-        timing = backend.benchmark(network, example, protocol, workdir)
+        prepared = artifact()
+        with device_turn():
+            row["measured_at"] = datetime.now(timezone.utc)
+            raw = backend.run(prepared, example, protocol)
+        timing = backend.parse(raw)
     except DeviceError:
         raise
     except Exception as error:  # noqa: BLE001 - any model-side failure is recorded, not fatal
         log.warning("%s on %s failed: %s", arch, device.name, error)
-        return {**row, "samples_ms": [], "error": f"{type(error).__name__}: {error}"}
-    return {
-        **row,
-        "samples_ms": timing.samples_ms,
-        "error": None,
-        **asdict(timing.summary(protocol.cv_threshold)),
-    }
+        return Cell({**row, "samples_ms": [], "error": f"{type(error).__name__}: {error}"}, [], 0.0)
+    if timing.device_state:
+        row["environment"] = json.dumps({**environment, "run": timing.device_state}, sort_keys=True, default=str)
+    row = {**row, "samples_ms": timing.samples_ms, "error": None, **asdict(timing.summary(protocol.cv_threshold))}
+    return Cell(row, op_profile_rows(row, timing), timing.device_seconds)
+
+
+def op_profile_rows(row: dict[str, Any], timing: Timing) -> list[dict[str, Any]]:
+    """The tool's per-operator rows, keyed to their latency row; ``share`` is the operator's
+    fraction of the profiled time."""
+    total = sum(op["avg_ms"] for op in timing.op_profile or []) or None
+    return [
+        {
+            **{key: row[key] for key in ("space", "arch", "device", "backend", "config_id", "measured_at")},
+            "node_index": index,
+            "node_name": op["name"],
+            "op_type": op["node_type"],
+            "avg_ms": op["avg_ms"],
+            "first_ms": op.get("first_ms"),
+            "share": op["percent"] / 100 if op.get("percent") is not None else (op["avg_ms"] / total if total else None),
+            "times_called": op.get("times_called"),
+        }
+        for index, op in enumerate(timing.op_profile or [])
+    ]
 
 
 def timed_seconds(row: dict[str, Any]) -> float:
@@ -212,11 +273,40 @@ def remove_stale_temp_files(folder: Path) -> None:
 
 @dataclass
 class ChunkResult:
-    """Rows of one chunk and when it held the device (epoch seconds), for overlap checks."""
+    """Rows of one chunk and when it ran (epoch seconds), for overlap checks and overhead figures."""
 
     rows: list[dict[str, Any]]
     started: float
     finished: float
+    device_seconds: float = 0.0
+    op_profiles: int = 0
+
+
+def artifacts_for(
+    backend: Backend, device: DeviceConfig, archs: Sequence[str], prefetch: Sequence[str], prepare_ahead: bool, workdir: Path,
+) -> Callable[[str], Callable[[], Any]]:
+    """arch -> a function returning what the device runs.
+
+    File artifacts come from the cache, converted ahead by the worker process (or here, in turn,
+    without ``prepare_ahead`` or when ``preparation.ahead`` says no free CPU is left for the
+    worker); in-memory ones (a PyTorch module) are built when their turn comes.
+    """
+    network, batch = device.network, device.protocol.batch
+    if backend.artifact_format is None:
+        return lambda arch: lambda: backend.prepare(nb201.build_network(arch, network), nb201.example_input(network, batch), workdir)
+    if not prepare_ahead or not preparation.ahead(backend, device.protocol.pin_cpus):
+        return lambda arch: lambda: preparation.prepare_artifact(backend, network, batch, arch)
+    worker = preparation.preparer(backend, network, batch, preparation.other_cpus(device.protocol.pin_cpus))
+    futures = {arch: worker.submit(arch) for arch in archs}
+    for arch in prefetch:
+        worker.submit(arch)
+    return lambda arch: futures[arch].result
+
+
+def ready_artifacts(backend: Backend, device: DeviceConfig, archs: Sequence[str]) -> list[Path]:
+    """The cells' artifacts that are converted already (in the cache)."""
+    paths = [preparation.artifact_path(backend, device.network, device.protocol.batch, arch) for arch in archs]
+    return [path for path in paths if path.exists()]
 
 
 def measure_chunk(
@@ -226,38 +316,76 @@ def measure_chunk(
     retries: int = 3,
     backoff_seconds: float = 2.0,
     on_cell: Callable[[], None] | None = None,
+    prefetch: Sequence[str] = (),
+    prepare_ahead: bool = True,
+    op_profile_store: Path | None = None,
 ) -> ChunkResult:
-    """Measure ``archs`` under the device lock and append them as one part.
+    """Measure ``archs`` and append them as one part (their operator profiles as another).
 
-    If the device fails for good mid-chunk, the rows measured so far are written before the
-    error propagates, so nothing measured is lost.
+    Chunks writing to one device folder never overlap (a lock per folder). A backend that times on
+    this machine's CPU holds the host CPU's lock for the whole chunk, since any work of this process
+    would disturb its timings; a phone's or GPU's lock is taken for each run only, so converting
+    the next cell and writing rows never keep another campaign off the device. ``prefetch`` (the
+    next chunk's archs) is handed to the preparation worker too. If the device fails for good mid-chunk, the
+    rows measured so far are written before the error propagates, so nothing measured is lost.
     """
     backend = make_backend(device.backend, device.options)
-    rows: list[dict[str, Any]] = []
+    cells: list[Cell] = []
     device_dir(store, device.name).mkdir(parents=True, exist_ok=True)
-    with device_lock(backend.resource()), pinned(device.protocol.pin_cpus):
+
+    def on_device() -> contextlib.AbstractContextManager[None]:
+        return device_lock(backend.resource())
+
+    host_turn = on_device if backend.times_on_host else contextlib.nullcontext
+    device_turn = contextlib.nullcontext if backend.times_on_host else on_device
+    folder = str(device_dir(store, device.name).resolve())
+    store_lock = device_lock(f"store-{hashlib.sha256(folder.encode()).hexdigest()[:16]}")
+    with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir, store_lock:
         remove_stale_temp_files(device_dir(store, device.name))
-        started = time.time()
-        try:
-            with_device_retries(backend.check, device.name, retries, backoff_seconds)
-            with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir:
-                for arch in archs:
-                    rows.append(
-                        with_device_retries(
-                            lambda arch=arch: measure_cell(backend, device, arch, Path(workdir)),
-                            device.name,
-                            retries,
-                            backoff_seconds,
+        with host_turn():
+            started = time.time()
+            with device_turn():
+                with_device_retries(backend.check, device.name, retries, backoff_seconds)
+                environment = with_device_retries(backend.environment, device.name, retries, backoff_seconds)
+            artifact = artifacts_for(backend, device, archs, prefetch, prepare_ahead, Path(workdir))
+            with pinned(device.protocol.pin_cpus):
+                try:
+                    if backend.artifact_format and not backend.times_on_host:
+                        with device_turn():  # the models already converted go to the device in one go
+                            with_device_retries(lambda: backend.stage(ready_artifacts(backend, device, archs)),
+                                                device.name, retries, backoff_seconds)
+                    for arch in archs:
+                        cells.append(
+                            with_device_retries(
+                                lambda arch=arch: measure_cell(backend, device, arch, artifact(arch), environment, device_turn),
+                                device.name,
+                                retries,
+                                backoff_seconds,
+                            )
                         )
-                    )
-                    if device.protocol.cooldown_seconds:
-                        time.sleep(device.protocol.cooldown_seconds)
-                    if on_cell:
-                        on_cell()
-        finally:
-            if rows:
-                write_part(rows, store, device.name)
-        return ChunkResult(rows=rows, started=started, finished=time.time())
+                        if device.protocol.cooldown_seconds:
+                            time.sleep(device.protocol.cooldown_seconds)
+                        if on_cell:
+                            on_cell()
+                finally:
+                    write_cells(cells, store, device.name, op_profile_store)
+                    with device_turn():
+                        backend.unstage()
+            return ChunkResult(
+                rows=[cell.row for cell in cells], started=started, finished=time.time(),
+                device_seconds=sum(cell.device_seconds for cell in cells),
+                op_profiles=sum(len(cell.op_profile) for cell in cells),
+            )
+
+
+def write_cells(cells: Sequence[Cell], store: Path, device: str, op_profile_store: Path | None) -> None:
+    """The chunk's latency part, then its operator-profile part (when the device profiled)."""
+    if not cells:
+        return
+    write_part([cell.row for cell in cells], store, device)
+    profiles = [op for cell in cells for op in cell.op_profile]
+    if profiles:
+        write_part(profiles, op_profile_store or default_op_profile_store(store), device, tables.OP_PROFILE)
 
 
 def pending(archs: Sequence[str], device: DeviceConfig, store: Path, retry_errors: bool = False) -> list[str]:
@@ -275,20 +403,27 @@ def run_campaign(
     progress: bool = True,
     retries: int = 3,
     backoff_seconds: float = 2.0,
+    prepare_ahead: bool = True,
+    op_profile_store: Path | None = None,
 ) -> CampaignResult:
-    """Measure every pending arch on ``device`` in this process, part by part."""
+    """Measure every pending arch on ``device`` in this process, part by part; each chunk hands
+    the next one's cells to the preparation worker."""
     from tqdm import tqdm
 
     start = time.monotonic()
     todo = pending(archs, device, store, retry_errors)
     measured = failed = 0
-    timed = 0.0
+    timed = busy = 0.0
+    chunks = list(chunked(todo, part_size))
     with tqdm(total=len(todo), desc=f"measure {device.name}", unit="cell", disable=not progress) as bar:
-        for chunk in chunked(todo, part_size):
-            rows = measure_chunk(chunk, device, store, retries, backoff_seconds, on_cell=bar.update).rows
-            failed += sum(row["error"] is not None for row in rows)
-            measured += len(rows)
-            timed += sum(timed_seconds(row) for row in rows)
+        for index, chunk in enumerate(chunks):
+            upcoming = chunks[index + 1] if index + 1 < len(chunks) else []
+            result = measure_chunk(chunk, device, store, retries, backoff_seconds, on_cell=bar.update, prefetch=upcoming,
+                                   prepare_ahead=prepare_ahead, op_profile_store=op_profile_store)
+            failed += sum(row["error"] is not None for row in result.rows)
+            measured += len(result.rows)
+            timed += sum(timed_seconds(row) for row in result.rows)
+            busy += result.device_seconds
     return CampaignResult(
         device=device.name,
         requested=len(set(archs)),
@@ -297,6 +432,7 @@ def run_campaign(
         failed=failed,
         seconds=time.monotonic() - start,
         timed_seconds=timed,
+        device_seconds=busy,
     )
 
 

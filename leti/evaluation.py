@@ -6,12 +6,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from leti.metrics import regression_metrics
 from leti.predictors import Predictor
+
+if TYPE_CHECKING:
+    from leti.campaign import DeviceConfig
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,62 @@ def evaluate(
         "test": test_predicted,
     }
     return Evaluation(metrics, predicted)
+
+
+STATISTICS = ("median_ms", "iqm_ms", "mean_ms", "min_ms")
+"""Summaries of a cell's timed runs that a predictor can learn (columns of the latency table)."""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The cells a predictor learns from: one row per arch, sorted by arch string."""
+
+    device: str
+    config_id: str
+    statistic: str
+    archs: list[str]
+    latency_ms: np.ndarray
+    rows_read: int  # successful rows of the device in the store
+    other_config: int  # rows of another measurement configuration (an older protocol), left out
+    not_sampled: int  # rows of archs outside the architectures table, left out
+    repeats: int  # older rows of a cell measured again under the same configuration, left out
+
+
+def training_data(
+    store: str | Path, device: DeviceConfig, architectures: Sequence[str], statistic: str
+) -> TrainingData:
+    """The rows of ``device`` a predictor should learn from: current configuration, sampled archs.
+
+    A latency store keeps every row ever measured (it appends). When the protocol changes, the
+    device's ``config_id`` changes and its cells are measured again beside the old rows; mixing the
+    two would put one cell in the data twice, possibly in train and test. So only rows of the
+    device's current configuration are kept, only for archs of the architectures table, and a cell
+    measured twice under one configuration keeps its latest row.
+    """
+    from leti import campaign
+
+    if statistic not in STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r} (known: {', '.join(STATISTICS)})")
+    rows = campaign.latency_table(Path(store), device.name).filter(pl.col("device") == device.name)
+    current = rows.filter(pl.col("config_id") == device.config_id)
+    sampled = current.filter(pl.col("arch").is_in(list(architectures)))
+    kept = sampled.sort("measured_at").unique("arch", keep="last").sort("arch")
+    if kept.is_empty():
+        raise ValueError(
+            f"{Path(store) / device.name}: no successful rows of {device.name} with its current configuration "
+            f"{device.config_id} for the sampled archs (run `dvc repro measure@{device.name}`)"
+        )
+    return TrainingData(
+        device=device.name,
+        config_id=device.config_id,
+        statistic=statistic,
+        archs=kept["arch"].to_list(),
+        latency_ms=kept[statistic].to_numpy(),
+        rows_read=rows.height,
+        other_config=rows.height - current.height,
+        not_sampled=current.height - sampled.height,
+        repeats=sampled.height - kept.height,
+    )
 
 
 @dataclass(frozen=True)

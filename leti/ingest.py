@@ -1,4 +1,4 @@
-"""Import published latency data into a latency store (``<DIR>/<device>/part-*.parquet``).
+"""Import published latency data (HELP, LatBench, any table) into a latency store (``<DIR>/<device>/part-*.parquet``).
 
 Imported rows follow the ``LATENCY`` schema with ``backend="published"``: one sample per cell, so
 median = iqm = mean = min = the published value. A part's file name is a hash of its content, so
@@ -13,8 +13,9 @@ import hashlib
 import io
 import json
 import math
+import pickle
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,19 +59,30 @@ class IngestResult:
         }
 
 
-def check_rows(archs: Sequence[object], latencies_ms: Sequence[object]) -> tuple[list[str], list[float], list[BadRow]]:
-    """Canonical arch strings and latencies of the good rows, and the reason for each bad one."""
+def canonical_arch(arch: object) -> str:
+    """The canonical string of an arch string (raises ``ArchStringError`` for a malformed one)."""
+    return nb201.format_cell(nb201.parse(arch))
+
+
+def check_rows(
+    archs: Sequence[object], latencies_ms: Sequence[object], to_arch: Callable[[object], str] = canonical_arch
+) -> tuple[list[str], list[float], list[BadRow]]:
+    """Canonical arch strings and latencies of the good rows, and the reason for each bad one.
+
+    ``to_arch`` turns a source's cell (an arch string, or LatBench's op-index vector) into the
+    canonical arch string, raising ``ArchStringError`` when it cannot.
+    """
     good_archs, good_latency, bad = [], [], []
     for row, (arch, latency) in enumerate(zip(archs, latencies_ms, strict=True)):
         try:
-            canonical = nb201.format_cell(nb201.parse(arch))
+            canonical = to_arch(arch)
         except nb201.ArchStringError as error:
             bad.append(BadRow(row, str(error)))
             continue
         if latency is None or (isinstance(latency, float) and math.isnan(latency)):
             bad.append(BadRow(row, f"missing latency for {arch!r}"))
             continue
-        if not isinstance(latency, (int, float)) or latency <= 0:
+        if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency <= 0:
             bad.append(BadRow(row, f"non-positive or non-numeric latency {latency!r} ms for {arch!r}"))
             continue
         good_archs.append(canonical)
@@ -114,11 +126,16 @@ def store_part(frame: pl.DataFrame, store: Path, device: str) -> Path | None:
 
 
 def ingest_rows(
-    archs: Sequence[object], latencies_ms: Sequence[object], device: str, source: str, store: Path
+    archs: Sequence[object],
+    latencies_ms: Sequence[object],
+    device: str,
+    source: str,
+    store: Path,
+    to_arch: Callable[[object], str] = canonical_arch,
 ) -> IngestResult:
     if not device or "/" in device:
         raise ValueError(f"invalid device name {device!r}")
-    good_archs, good_latency, bad = check_rows(archs, latencies_ms)
+    good_archs, good_latency, bad = check_rows(archs, latencies_ms, to_arch)
     duplicates = len(good_archs) - len(set(good_archs))
     if duplicates:
         raise ValueError(f"{source}: {duplicates} arch strings appear more than once for device {device!r}")
@@ -193,6 +210,92 @@ def ingest_help(location: str | Path, store: Path, devices: Sequence[str] | None
         archs = list(arch_to_index)
         latencies = [values[arch_to_index[arch]] for arch in archs]
         results.append(ingest_rows(archs, latencies, device, "help", store))
+    return results
+
+
+# --- LatBench release (BRP-NAS) ----------------------------------------------------------------
+
+
+class _LatBenchUnpickler(pickle.Unpickler):
+    """Loads only what a LatBench pickle holds (dicts, tuples, ints, floats, numpy float scalars).
+
+    A pickle can run arbitrary code when loaded; refusing every other global keeps a foreign or
+    malicious file from doing more than failing with a clear message.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_latbench(location: str | Path) -> dict:
+    """The ``{op-index vector: latency in seconds}`` dict of one released LatBench pickle (file or URL)."""
+    location = str(location)
+    try:
+        if location.startswith(("http://", "https://")):
+            try:
+                with urllib.request.urlopen(location, timeout=60) as response:
+                    payload = response.read()
+            except OSError as error:
+                raise FileNotFoundError(f"cannot download {location}: {error}") from error
+        else:
+            payload = Path(location).read_bytes()
+        data = _LatBenchUnpickler(io.BytesIO(payload)).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(f"{location}: not a LatBench pickle ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{location}: not a LatBench pickle (expected a dict op-index vector -> seconds, got {type(data).__name__})")
+    return data
+
+
+def latbench_files(paths: Sequence[str | Path]) -> list[str]:
+    """Released pickles named by ``paths``: files, URLs, or every ``*.pickle`` in a folder."""
+    files: list[str] = []
+    for path in map(str, paths):
+        if path.startswith(("http://", "https://")) or Path(path).is_file():
+            files.append(path)
+        elif Path(path).is_dir():
+            found = sorted(str(p) for p in Path(path).glob("*.pickle"))
+            if not found:
+                raise FileNotFoundError(f"{path}: no *.pickle files (expected LatBench's released pickles)")
+            files.extend(found)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return files
+
+
+def latbench_device(location: str) -> str:
+    """The device a released pickle measured, from its file name (``desktop-gpu-gtx-1080ti-fp32``)."""
+    return Path(location.rsplit("/", 1)[-1]).stem
+
+
+def _latbench_arch(vector: object) -> str:
+    return nb201.format_cell(nb201.from_op_indices(vector))
+
+
+def ingest_latbench(paths: Sequence[str | Path], store: Path, device: str | None = None) -> list[IngestResult]:
+    """Import LatBench's NAS-Bench-201 latencies (seconds, keyed by op-index vectors) in milliseconds.
+
+    Each pickle is one device, named after its file unless ``device`` is given (one pickle only).
+    Cells without an input→output path are already absent from the release.
+    """
+    files = latbench_files(paths)
+    if device is not None and len(files) != 1:
+        raise ValueError(f"--device names one device, but {len(files)} pickles were given ({', '.join(files)})")
+    results = []
+    for location in files:
+        data = read_latbench(location)
+        seconds = list(data.values())
+        milliseconds = [v * 1000.0 if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in seconds]
+        name = device or latbench_device(location)
+        results.append(ingest_rows(list(data), milliseconds, name, "latbench", store, to_arch=_latbench_arch))
     return results
 
 

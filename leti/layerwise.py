@@ -78,19 +78,29 @@ def stages(config: nb201.NetworkConfig) -> list[tuple[int, int]]:
     return [(config.channels * 2**stage, config.input_size // 2**stage) for stage in range(3)]
 
 
-def network_ops(arch: str, config: nb201.NetworkConfig = nb201.NetworkConfig()) -> Counter[OpInstance]:
-    """How many times each operator instance runs in ``arch``'s network."""
-    cell = nb201.parse(arch)
+def fixed_ops(config: nb201.NetworkConfig = nb201.NetworkConfig()) -> Counter[OpInstance]:
+    """Operator instances every network runs whatever its cell: stem, reductions, additions, head."""
     counts: Counter[OpInstance] = Counter()
     counts[OpInstance("stem", 3, config.channels, config.input_size)] += 1
     for index, (channels, size) in enumerate(stages(config)):
         if index > 0:
             counts[OpInstance("reduction", channels // 2, channels, size * 2, stride=2)] += 1
-        for op in cell:
-            counts[OpInstance(op, channels, channels, size)] += config.cells_per_stage
         counts[OpInstance("add", channels, channels, size)] += ADDS_PER_CELL * config.cells_per_stage
     channels, size = stages(config)[-1]
     counts[OpInstance("head", channels, config.num_classes, size)] += 1
+    return counts
+
+
+def edge_ops(op: str, config: nb201.NetworkConfig = nb201.NetworkConfig()) -> Counter[OpInstance]:
+    """Operator instances one cell edge carrying ``op`` adds: one per cell, in every stage."""
+    return Counter({OpInstance(op, channels, channels, size): config.cells_per_stage for channels, size in stages(config)})
+
+
+def network_ops(arch: str, config: nb201.NetworkConfig = nb201.NetworkConfig()) -> Counter[OpInstance]:
+    """How many times each operator instance runs in ``arch``'s network."""
+    counts = fixed_ops(config)
+    for op in nb201.parse(arch):
+        counts.update(edge_ops(op, config))
     return counts
 
 
@@ -123,7 +133,7 @@ def measure_op(instance: OpInstance, device: DeviceConfig, backend: Any, workdir
         "channels_in": instance.channels_in, "channels_out": instance.channels_out, "stride": instance.stride,
         "device": device.name, "backend": device.backend, "config_id": device.config_id, "runs": protocol.runs,
         "measured_at": datetime.now(timezone.utc),
-        "environment": json.dumps({**backend.environment(), "host": socket.gethostname()}, sort_keys=True, default=str),
+        "environment": json.dumps({"host": socket.gethostname(), **backend.environment()}, sort_keys=True, default=str),
     }
     try:
         module = build_op(instance).eval()
@@ -179,28 +189,51 @@ def lookup_table(store: Path, device: DeviceConfig, statistic: str = "median_ms"
     )
 
 
-def lookup_from_folder(folder: str | Path, statistic: str = "median_ms") -> pl.DataFrame:
-    """``op_key -> latency_ms`` from one device's op-latency folder, which must hold one configuration."""
+def lookup_from_folder(folder: str | Path, statistic: str = "median_ms", config_id: str | None = None) -> pl.DataFrame:
+    """``op_key -> latency_ms`` from one device's op-latency folder.
+
+    The folder keeps every configuration ever measured (it appends); ``config_id`` picks one. Without
+    it the folder must hold a single configuration, since summing operators timed under different
+    protocols would mean nothing.
+    """
     rows = tables.read(folder, tables.OP_LATENCY).filter(pl.col("error").is_null())
+    if config_id is not None:
+        rows = rows.filter(pl.col("config_id") == config_id)
     if rows.is_empty():
-        raise ValueError(f"{folder}: no measured operators (run `leti measure-ops` first)")
+        which = f" with configuration {config_id}" if config_id else ""
+        raise ValueError(f"{folder}: no measured operators{which} (run `leti measure-ops` first)")
     configs = rows["config_id"].unique().to_list()
     if len(configs) != 1:
-        raise ValueError(f"{folder}: holds {len(configs)} measurement configurations; keep one per lookup table")
-    return rows.select("op_key", pl.col(statistic).alias("latency_ms")).unique("op_key", keep="last")
+        raise ValueError(f"{folder}: holds {len(configs)} measurement configurations; name one with config_id")
+    return rows.sort("measured_at").select("op_key", pl.col(statistic).alias("latency_ms")).unique("op_key", keep="last")
 
 
 def predict_from_lookup(
     archs: Sequence[str], lookup_frame: pl.DataFrame, config: nb201.NetworkConfig = nb201.NetworkConfig()
 ) -> np.ndarray:
-    """Layer-wise prediction in ms: the sum of each network's operator latencies, counted by use."""
+    """Layer-wise prediction in ms: the sum of each network's operator latencies, counted by use.
+
+    A network is its fixed blocks plus, per cell edge, that edge's op in every stage, so the sum is
+    the fixed blocks' total plus one precomputed total per edge op (all 15625 cells in well under a
+    second).
+    """
     latency = dict(zip(lookup_frame["op_key"].to_list(), lookup_frame["latency_ms"].to_list()))
+
+    def total(counts: Counter[OpInstance], arch: str) -> float:
+        missing = [instance.key for instance in counts if instance.key not in latency]
+        if missing:
+            raise KeyError(f"operator {missing[0]!r} of {arch} is not in the lookup table")
+        return sum(count * latency[instance.key] for instance, count in counts.items())
+
+    fixed_ms: float | None = None
+    edge_ms: dict[str, float] = {}
     predictions = []
     for arch in archs:
-        total = 0.0
-        for instance, count in network_ops(arch, config).items():
-            if instance.key not in latency:
-                raise KeyError(f"operator {instance.key!r} of {arch} is not in the lookup table")
-            total += count * latency[instance.key]
-        predictions.append(total)
+        cell = nb201.parse(arch)
+        if fixed_ms is None:
+            fixed_ms = total(fixed_ops(config), arch)
+        for op in cell:
+            if op not in edge_ms:
+                edge_ms[op] = total(edge_ops(op, config), arch)
+        predictions.append(fixed_ms + sum(edge_ms[op] for op in cell))
     return np.asarray(predictions, dtype=float)

@@ -42,24 +42,58 @@ class Run:
     chosen: str
     fit_seconds: float
     predict_all_seconds: float
+    predict_test_seconds: float
     val: np.ndarray
     test: np.ndarray
     metrics: dict[str, float]
 
 
-def fit_one(family: str, params: dict[str, Any], seed: int, data: evaluation.DeviceData, parts: evaluation.Split) -> tuple[predictors.Predictor, float, float, np.ndarray, np.ndarray]:
-    """Fit on the split; returns the predictor, fit seconds, seconds to predict all 15625 cells, val and test predictions."""
+@dataclass(frozen=True)
+class Entry:
+    """A named predictor of the report: a family with its parameters, maybe run on some devices only."""
+
+    name: str
+    family: str
+    params: dict[str, Any]
+    devices: tuple[str, ...] | None = None  # None: every device of the report
+
+
+def entries(config: dict[str, Any]) -> list[Entry]:
+    """The ``predictors:`` section: ``name: {family: F, devices: [...], **params}`` (family defaults to name)."""
+    found = []
+    for name, spec in (config.get("predictors") or {}).items():
+        spec = dict(spec or {})
+        family = spec.pop("family", name)
+        devices = spec.pop("devices", None)
+        found.append(Entry(name, family, spec, tuple(devices) if devices else None))
+    return found
+
+
+@dataclass
+class Fitted:
+    fit_seconds: float
+    predict_all_seconds: float  # every cell of the space (15625 for NB201)
+    predict_test_seconds: float
+    val: np.ndarray
+    test: np.ndarray
+
+
+def fit_one(family: str, params: dict[str, Any], seed: int, data: evaluation.DeviceData, parts: evaluation.Split) -> Fitted:
+    """Fit on the split; time the fit, the prediction of the test cells and of every cell of the space."""
     archs = np.asarray(data.archs, dtype=object)
     y = data.latency_ms
     predictor = predictors.make_predictor(family, **predictors.with_seed(family, params, seed))
     start = time.perf_counter()
     predictor.fit(list(archs[parts.train]), y[parts.train], list(archs[parts.val]), y[parts.val])
     fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test = predictor.predict(list(archs[parts.test]))
+    predict_test = time.perf_counter() - start
     everything = nb201.all_arch_strings()
     start = time.perf_counter()
     predictor.predict(everything)
     predict_all = time.perf_counter() - start
-    return predictor, fit_seconds, predict_all, predictor.predict(list(archs[parts.val])), predictor.predict(list(archs[parts.test]))
+    return Fitted(fit_seconds, predict_all, predict_test, predictor.predict(list(archs[parts.val])), test)
 
 
 def main_runs(data: evaluation.DeviceData, seed: int, config: dict[str, Any], progress: Callable[[str], None]) -> list[Run]:
@@ -67,10 +101,12 @@ def main_runs(data: evaluation.DeviceData, seed: int, config: dict[str, Any], pr
     parts = evaluation.split(len(data.archs), config["train_size"], config["val_size"], seed)
     y = data.latency_ms
     runs = []
-    for family, params in config["predictors"].items():
-        progress(f"{data.device} seed {seed} {family}")
-        _, fit_s, predict_s, val, test = fit_one(family, params or {}, seed, data, parts)
-        runs.append(Run(data.device, seed, "main", "", family, family, fit_s, predict_s, val, test, regression_metrics(y[parts.test], test)))
+    for entry in entries(config):
+        if entry.devices is not None and data.device not in entry.devices:
+            continue
+        progress(f"{data.device} seed {seed} {entry.name}")
+        fitted = fit_one(entry.family, entry.params, seed, data, parts)
+        runs.append(run_of(data.device, seed, "main", "", entry.name, entry.family, fitted, y[parts.test]))
     by_name = {run.predictor: run for run in runs}
     members = [name for name in config.get("ensemble_members", []) if name in by_name]
     if len(members) > 1:
@@ -80,38 +116,56 @@ def main_runs(data: evaluation.DeviceData, seed: int, config: dict[str, Any], pr
         ensemble = Run(
             data.device, seed, "main", "", "ensemble", "ensemble+" + "+".join(members),
             sum(by_name[m].fit_seconds for m in members), sum(by_name[m].predict_all_seconds for m in members),
-            val, test, regression_metrics(y[parts.test], test),
+            sum(by_name[m].predict_test_seconds for m in members), val, test, regression_metrics(y[parts.test], test),
         )
         runs.append(ensemble)
         by_name["ensemble"] = ensemble
     best = by_name[pick(y[parts.val], {name: run.val for name, run in by_name.items()})]
     runs.append(
-        Run(data.device, seed, "main", "", "auto", best.predictor, sum(r.fit_seconds for r in runs), best.predict_all_seconds, best.val, best.test, best.metrics)
+        Run(
+            data.device, seed, "main", "", "auto", best.predictor, sum(r.fit_seconds for r in runs), best.predict_all_seconds,
+            best.predict_test_seconds, best.val, best.test, best.metrics,
+        )
     )
     return runs
 
 
+def run_of(device: str, seed: int, study: str, setting: str, name: str, family: str, fitted: Fitted, measured: np.ndarray) -> Run:
+    return Run(
+        device, seed, study, setting, name, family, fitted.fit_seconds, fitted.predict_all_seconds,
+        fitted.predict_test_seconds, fitted.val, fitted.test, regression_metrics(measured, fitted.test),
+    )
+
+
 def study_runs(data: evaluation.DeviceData, config: dict[str, Any], progress: Callable[[str], None]) -> list[Run]:
-    """GCN ablations, training-set sizes and training batch sizes on one device (first seed)."""
-    seed, gcn, runs = config["seeds"][0], dict(config["predictors"].get("gcn") or {}), []
+    """GCN ablations, training-set sizes and training batch sizes on one device, for each study seed.
+
+    Ablations and batch sizes vary the entry named by ``study_predictor`` (default ``gcn``); study
+    seeds are ``study_seeds`` (default: the first seed).
+    """
+    by_name = {entry.name: entry for entry in entries(config)}
+    base = by_name[config.get("study_predictor", "gcn")] if (config.get("ablations") or config.get("batch_sizes")) else None
+    runs: list[Run] = []
     y = data.latency_ms
 
-    def add(study: str, setting: str, family: str, params: dict[str, Any], train_size: int) -> None:
-        progress(f"{data.device} {study} {setting} {family}")
+    def add(study: str, setting: str, entry: Entry, params: dict[str, Any], train_size: int, seed: int) -> None:
+        progress(f"{data.device} {study} {setting} {entry.name} seed {seed}")
         parts = evaluation.split(len(data.archs), train_size, config["val_size"], seed)
-        _, fit_s, predict_s, val, test = fit_one(family, params, seed, data, parts)
-        runs.append(Run(data.device, seed, study, setting, family, family, fit_s, predict_s, val, test, regression_metrics(y[parts.test], test)))
+        fitted = fit_one(entry.family, params, seed, data, parts)
+        runs.append(run_of(data.device, seed, study, setting, entry.name, entry.family, fitted, y[parts.test]))
 
-    for name, change in (config.get("ablations") or {}).items():
-        add("ablation", name, "gcn", {**gcn, **change}, config["train_size"])
-    for size in config.get("train_sizes") or []:
-        for family in config.get("train_size_predictors") or ["gcn"]:
-            add("train_size", str(size), family, dict(config["predictors"][family] or {}), size)
-    # Equal epochs for every batch size (``batch_size_epochs``, default the gcn's own), so the study
-    # compares time per epoch and accuracy at a fixed budget; batch 1 for 250 epochs takes an hour on 2 cores.
-    epochs = config.get("batch_size_epochs") or gcn.get("epochs", 250)
-    for batch in config.get("batch_sizes") or []:
-        add("batch_size", str(batch), "gcn", {**gcn, "batch_size": batch, "epochs": epochs}, config["train_size"])
+    for seed in config.get("study_seeds") or config["seeds"][:1]:
+        for name, change in (config.get("ablations") or {}).items():
+            add("ablation", name, base, {**base.params, **change}, config["train_size"], seed)
+        for size in config.get("train_sizes") or []:
+            for name in config.get("train_size_predictors") or ["gcn"]:
+                add("train_size", str(size), by_name[name], by_name[name].params, size, seed)
+        # ``batch_size_epochs`` fixes the epochs of every batch size (a budget study); by default each
+        # batch size trains as the base entry does, early stopping included, as BRP-NAS's study did.
+        epochs = config.get("batch_size_epochs")
+        for batch in config.get("batch_sizes") or []:
+            change = {"batch_size": batch, **({"epochs": epochs} if epochs else {})}
+            add("batch_size", str(batch), base, {**base.params, **change}, config["train_size"], seed)
     return runs
 
 
@@ -120,7 +174,8 @@ def results_frame(runs: Sequence[Run]) -> pl.DataFrame:
         [
             {
                 "device": r.device, "seed": r.seed, "study": r.study, "setting": r.setting, "predictor": r.predictor,
-                "chosen": r.chosen, "fit_seconds": r.fit_seconds, "predict_all_seconds": r.predict_all_seconds, **r.metrics,
+                "chosen": r.chosen, "fit_seconds": r.fit_seconds, "predict_all_seconds": r.predict_all_seconds,
+                "predict_test_seconds": r.predict_test_seconds, "n_test": len(r.test), **r.metrics,
             }
             for r in runs
         ]
@@ -219,7 +274,7 @@ def markdown(
 ) -> tuple[str, dict[str, Any]]:
     target_table, summary = targets(results, resolution, oracle)
     excluded_text = ", ".join(f"{d}: {n}" for d, n in excluded.items())
-    text = f"""# Latency predictors on published HELP devices
+    text = f"""# {config.get("title", "Latency predictors on published devices")}
 
 Protocol (BRP-NAS): {config['train_size']} training and {config['val_size']} validation cells drawn by seed, every
 other cell is a test cell; seeds {config['seeds']}; figures are mean ± std over seeds. Cells without an
@@ -246,7 +301,7 @@ is not the best point for a ±10 % window. Where it stays far below 97 %, cells 
 kernels differ by more than 10 %, which is measurement noise unless the wiring alone explains it.
 
 {target_table}
-
+{published_section(results, config)}
 ## GCN ablations
 
 {study_table(results, 'ablation', 'variant')}
@@ -262,6 +317,56 @@ kernels differ by more than 10 %, which is measurement noise unless the wiring a
 Plots: `plots/predicted_vs_measured.png`, `plots/error_cdf.png` (first device, first seed).
 """
     return text, summary
+
+
+def _leti_cell(rows: pl.DataFrame, metric: str) -> str:
+    if not rows.height:
+        return "not run"
+    values = rows[metric].to_numpy()
+    return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def published_section(results: pl.DataFrame, config: dict[str, Any]) -> str:
+    """Published figures (``published:`` in the config) beside leti's, mean ± std over seeds."""
+    published = config.get("published")
+    if not published:
+        return ""
+    device = published["device"]
+    rows = results.filter(pl.col("device") == device)
+    lines = [
+        f"## Published results beside leti's ({device})",
+        "",
+        f"Source: {published['source']}. leti: mean ± std over the seeds run, same protocol.",
+        "",
+        "| predictor | published acc@1/5/10 % | leti acc@1 % | leti acc@5 % | leti acc@10 % | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, figures in (published.get("main") or {}).items():
+        mine = rows.filter((pl.col("study") == "main") & (pl.col("predictor") == name))
+        lines.append(
+            f"| {name} | {' / '.join(f'{v:.1f}' for v in figures)} | "
+            + " | ".join(_leti_cell(mine, m) for m in ("acc_1pct", "acc_5pct", "acc_10pct")) + f" | {mine.height} |"
+        )
+    for study, label in (("ablations", "ablation"), ("batch_sizes", "batch_size"), ("train_sizes", "train_size")):
+        figures = published.get(study) or {}
+        if not figures:
+            continue
+        lines += ["", f"| {label} | published acc@10 % | leti acc@1 % | leti acc@5 % | leti acc@10 % | seeds |", "|---|---|---|---|---|---|"]
+        for setting, value in figures.items():
+            mine = rows.filter((pl.col("study") == label) & (pl.col("setting") == str(setting)))
+            lines.append(f"| {setting} | {value:.1f} | " + " | ".join(_leti_cell(mine, m) for m in ("acc_1pct", "acc_5pct", "acc_10pct")) + f" | {mine.height} |")
+    timing = published.get("predict_seconds")
+    if timing:
+        name = timing["predictor"]
+        mine = rows.filter((pl.col("study") == "main") & (pl.col("predictor") == name))
+        if mine.height:
+            lines += [
+                "",
+                f"Prediction time of the test cells: published {timing['seconds']} s for {timing['cells']} ({timing['where']}); "
+                f"leti's `{name}` {mine['predict_test_seconds'].mean():.2f} s for {int(mine['n_test'].mean())} test cells on this machine "
+                f"(and {mine['predict_all_seconds'].mean():.2f} s for all 15625 cells).",
+            ]
+    return "\n".join(lines) + "\n"
 
 
 def op_count_oracle(data: evaluation.DeviceData, tolerance: float = 0.10) -> float:

@@ -84,6 +84,28 @@ OP_LATENCY = pa.schema(
     metadata={"leti.table": "op_latency"},
 )
 
+OP_PROFILE = pa.schema(
+    [
+        # the latency row this profile belongs to: (arch, device, config_id, measured_at)
+        pa.field("space", pa.string(), nullable=False),
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("config_id", pa.string(), nullable=False),
+        pa.field("measured_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("node_index", pa.int32(), nullable=False),  # run order in the tool's table
+        pa.field("node_name", pa.string()),  # the converted graph's node name
+        pa.field("op_type", pa.string(), nullable=False),  # e.g. CONV_2D, ADD, TfLiteGpuDelegateV2
+        pa.field("avg_ms", pa.float64(), nullable=False),  # mean over the timed runs
+        pa.field("first_ms", pa.float64()),
+        pa.field("share", pa.float64()),  # fraction of the profiled time (the tool's [%] / 100)
+        pa.field("times_called", pa.int32()),
+    ],
+    metadata={"leti.table": "op_profile"},
+)
+"""Per-operator times of one measured network, as the device's profiler reported them (Android's
+``benchmark_model --enable_op_profiling``), kept raw beside the network's latency row."""
+
 FEATURES = pa.schema(
     [
         pa.field("space", pa.string(), nullable=False),
@@ -93,6 +115,18 @@ FEATURES = pa.schema(
     ],
     metadata={"leti.table": "features"},
 )
+
+GRAPHS = pa.schema(
+    [
+        pa.field("space", pa.string(), nullable=False),
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("nodes", pa.list_(pa.string()), nullable=False),  # a label per node slot; null = empty slot
+        pa.field("edge_src", pa.list_(pa.int32()), nullable=False),  # data-flow edges between slots
+        pa.field("edge_dst", pa.list_(pa.int32()), nullable=False),
+    ],
+    metadata={"leti.table": "graphs"},
+)
+"""Each cell's graph as its space defines it (``leti.spaces.base.CellGraph``); the GCN adds the global node."""
 
 PREDICTIONS = pa.schema(
     [

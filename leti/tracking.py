@@ -1,37 +1,77 @@
 """MLflow tracking, with tags that tie each run to the exact data it was trained on.
 
 The store defaults to SQLite inside the project (``mlflow.db``, artifacts in ``mlartifacts/``);
-``MLFLOW_TRACKING_URI`` points runs at a team server instead. The project is the current directory,
-which is the repository root whenever DVC runs a stage.
+``MLFLOW_TRACKING_URI`` points runs (and the model registry) at a team server instead. The project
+is the current directory, which is the repository root whenever DVC runs a stage.
+
+Data hashes are computed from the files a stage reads, with DVC's own hashing (``dvc_data``), so a
+run's ``data.<name>.dvc_md5`` tag is the value ``dvc.lock`` records for that path once the stage has
+run, whatever state the committed ``dvc.lock`` was in.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
+EXPERIMENT_KIND = "custom_model_development"
+"""Value of the ``mlflow.experimentKind`` tag: a model-training experiment, not a GenAI app."""
+
 
 def tracking_uri(root: Path | None = None) -> str:
     root = root or Path.cwd()
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
+def experiment_name(prefix: str, space: str, device: str) -> str:
+    """One experiment per (space, device), so every run in it predicts the same thing."""
+    return f"{prefix}-{space}-{device}"
+
+
+def model_name(space: str, device: str) -> str:
+    """The registered model of a (space, device); its ``champion`` alias is what `leti predict` loads."""
+    return f"leti-{space}-{device}"
+
+
+def champion_uri(space: str, device: str) -> str:
+    return f"models:/{model_name(space, device)}@champion"
+
+
 def setup(experiment: str, root: Path | None = None) -> str:
-    """Point MLflow at the project store and create ``experiment`` with a project-local artifact root."""
+    """Point MLflow at the project store and use ``experiment``, created as a model-training one.
+
+    Returns the experiment id. A new experiment gets a project-local artifact root (unless a
+    tracking server decides) and the ``mlflow.experimentKind`` tag that marks it as model training.
+    """
     import mlflow
 
     root = root or Path.cwd()
+    local = "MLFLOW_TRACKING_URI" not in os.environ  # read first: set_tracking_uri exports it
     mlflow.set_tracking_uri(tracking_uri(root))
-    if mlflow.get_experiment_by_name(experiment) is None:
-        location = None
-        if "MLFLOW_TRACKING_URI" not in os.environ:
-            location = (root / "mlartifacts").resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
-    mlflow.set_experiment(experiment)
-    return experiment
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        location = (root / "mlartifacts").resolve().as_uri() if local else None
+        experiment_id = mlflow.create_experiment(
+            experiment, artifact_location=location, tags={"mlflow.experimentKind": EXPERIMENT_KIND}
+        )
+    else:
+        experiment_id = found.experiment_id
+        if found.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def runs_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The UI page that lists an experiment's training runs.
+
+    MLflow 3.17's UI opens experiments as GenAI apps unless its "Model training" switch is set;
+    ``workflowType=machine_learning`` sets it (the browser remembers the choice).
+    """
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -50,39 +90,38 @@ def git_commit(root: Path | None = None) -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def dvc_hash(path: str, root: Path | None = None) -> str:
-    """The md5 that ``dvc.lock`` records for the out ``path`` (``unknown`` before its first repro)."""
-    lock = (root or Path.cwd()) / "dvc.lock"
-    if not lock.exists():
-        return "unknown"
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    for stage in stages.values():
-        for out in stage.get("outs", []):
-            if out.get("path") == path:
-                return str(out.get("md5", "unknown"))
-    return "unknown"
+def dvc_md5(path: str | Path, root: Path | None = None) -> str:
+    """DVC's md5 of a file or folder as it is now: what ``dvc.lock`` records for it after a stage.
+
+    A folder hashes to ``<md5>.dir`` over every file in it (less what ``.dvcignore`` excludes), as
+    ``dvc commit`` computes it; nothing is written to the DVC cache.
+    """
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs import LocalFileSystem, MemoryFileSystem
+
+    root = (root or Path.cwd()).resolve()
+    target = (root / path).resolve()
+    if not target.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder to hash")
+    staging = HashFileDB(MemoryFileSystem(), "memory://leti-hash")
+    _, _, obj = build(staging, str(target), LocalFileSystem(), "md5", dry_run=True, ignore=_dvcignore(str(root)))
+    return str(obj.hash_info.value)
+
+
+@functools.lru_cache(maxsize=4)
+def _dvcignore(root: str) -> Any:
+    """The ``.dvcignore`` rules of the repository at ``root``, read once per process."""
+    from dvc.ignore import DvcIgnoreFilter
+    from dvc_objects.fs import LocalFileSystem
+
+    return DvcIgnoreFilter(LocalFileSystem(), root)
 
 
 def data_tags(data_paths: dict[str, str], root: Path | None = None) -> dict[str, Any]:
-    """Tags for a run: the git commit and the DVC hash of every named data path."""
+    """Tags for a run: the git commit and, for every named path, its path and DVC md5 now."""
     tags: dict[str, Any] = {"git_commit": git_commit(root)}
     for name, path in data_paths.items():
-        tags[f"data.{name}.path"] = path
-        tags[f"data.{name}.dvc_md5"] = dvc_hash(path, root)
+        tags[f"data.{name}.path"] = str(path)
+        tags[f"data.{name}.dvc_md5"] = dvc_md5(path, root)
     return tags
-
-
-def log_predictor(folder: Path, family: str, example_archs: list[str]) -> None:
-    """Log a saved predictor as an MLflow pyfunc model, loadable with ``mlflow.pyfunc.load_model``."""
-    import mlflow
-    import pandas as pd
-
-    from leti.mlflow_model import PredictorModel
-
-    mlflow.pyfunc.log_model(
-        name=family,
-        python_model=PredictorModel(),
-        artifacts={"predictor": str(folder)},
-        pip_requirements=["leti"],
-        input_example=pd.DataFrame({"arch": example_archs}),
-    )

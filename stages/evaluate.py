@@ -1,20 +1,22 @@
-"""Stage `evaluate`: test-set metrics per predictor (DVC metrics), plots (DVC plots), to MLflow."""
+"""Stage `evaluate`: test-set metrics per predictor (DVC metrics) and plots (DVC plots).
+
+The same figures per run are in MLflow, logged by the `train` stage; these files are what
+`dvc metrics diff` and `dvc plots diff` compare between commits.
+"""
 
 import argparse
 import json
 from pathlib import Path
 
-import mlflow
 import polars as pl
 
-from leti import params, plots, tables, tracking
+from leti import params, plots, tables
 from leti.metrics import regression_metrics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--predictions", default="data/predictions.parquet")
-    parser.add_argument("--runs", default="models/mlflow_runs.json")
     parser.add_argument("--metrics", default="metrics.json")
     parser.add_argument("--plots", default="plots")
     args = parser.parse_args()
@@ -30,15 +32,8 @@ def main() -> None:
     out = Path(args.plots)
     out.mkdir(parents=True, exist_ok=True)
     test.select("arch", "predictor", "measured_ms", "predicted_ms").write_csv(out / "test_predictions.csv")
-    scatter = plots.predicted_vs_measured(test, out / "predicted_vs_measured.png", config["device"])
-    cdf = plots.error_cdf(test, out / "error_cdf.png", f"relative error, {config['device']}")
-
-    tracking.setup(config["experiment"])
-    for family, run_id in json.loads(Path(args.runs).read_text()).items():
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({f"test_{k}": v for k, v in metrics[family].items()})
-            mlflow.log_artifact(str(scatter), "plots")
-            mlflow.log_artifact(str(cdf), "plots")
+    plots.predicted_vs_measured(test, out / "predicted_vs_measured.png", config["device"])
+    plots.error_cdf(test, out / "error_cdf.png", f"relative error, {config['device']}")
     print(json.dumps(metrics, indent=2))
 
 

@@ -1,7 +1,10 @@
-"""Shared fixtures for tests that read the published HELP latencies (skipped when absent)."""
+"""Shared fixtures: the published HELP and LatBench latencies (skipped when absent), a private
+artifact cache, and the end-to-end tests' tiny reproduced project with its empty home."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,22 @@ import pytest
 
 HELP_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "help"
 HELP_TEST_DEVICE = "1080ti_1"
+LATBENCH_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "latbench"
+LATBENCH_TEST_DEVICE = "desktop-gpu-gtx-1080ti-fp32"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Converted models go to a cache of this session (shared by its tests, so a cell is converted
+    once), never to the user's ``~/.cache/leti``; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("leti-cache")
+    previous = os.environ.get("LETI_CACHE_DIR")
+    os.environ["LETI_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("LETI_CACHE_DIR", None)
+    else:
+        os.environ["LETI_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +77,20 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory, e2e_home: Path) -> Path:
     run(["git", "commit", "-qm", "tiny"], copy, e2e_home)
     run(["dvc", "repro", *repro_targets()], copy, e2e_home)
     return copy
+
+
+@pytest.fixture(scope="session")
+def latbench_dir() -> Path:
+    if not (LATBENCH_DIR / f"{LATBENCH_TEST_DEVICE}.pickle").exists():
+        pytest.skip(f"published LatBench data not found at {LATBENCH_DIR}")
+    return LATBENCH_DIR.resolve()
+
+
+@pytest.fixture(scope="session")
+def latbench_store(latbench_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A latency store holding LatBench's GTX 1080 Ti, ingested once per session."""
+    from leti import ingest
+
+    store = tmp_path_factory.mktemp("latbench_store")
+    ingest.ingest_latbench([latbench_dir / f"{LATBENCH_TEST_DEVICE}.pickle"], store)
+    return store

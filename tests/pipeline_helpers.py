@@ -1,12 +1,19 @@
 """Shared by the end-to-end tests: a tiny params set, a copy of the project in a temporary git repo,
-and commands run there as a new user would run them (a clean environment and an empty home)."""
+commands run there as a new user would run them (a clean environment and an empty home), and servers
+started there and stopped by their PID."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -16,7 +23,8 @@ from leti import project
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HELP = (ROOT / ".." / "shared" / "datasets" / "help").resolve()
-HAS_HELP = (HELP / "nasbench201" / "str_arch2idx.pt").exists()
+LATBENCH = (ROOT / ".." / "shared" / "datasets" / "latbench").resolve()
+HAS_PUBLISHED = (HELP / "nasbench201" / "str_arch2idx.pt").exists() and LATBENCH.is_dir()
 MAIN_STAGES = {"sample", "measure", "measure_ops", "featurize", "train", "evaluate"}
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
@@ -33,17 +41,22 @@ def tiny_params(params: dict) -> dict:
         ensemble_members=["gcn", "linear"], ablations={"identity_adjacency": {"adjacency": "identity"}},
         train_sizes=[30], train_size_predictors=["linear"], batch_sizes=[],
     )
+    params["ingest_latbench"].update(source=str(LATBENCH), devices=["desktop-gpu-gtx-1080ti-fp32"])
+    params["report_latbench"].update(
+        train_size=60, val_size=20,
+        predictors={"linear": {}, "gcn": {"hidden": 16, "layers": 2, "batch_size": 16, "epochs": 2, "precision": "float32"}},
+    )
     return params
 
 
 def stages_run() -> set[str]:
-    """Every stage when the published HELP data is here; the measurement pipeline otherwise."""
-    return set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) if HAS_HELP else MAIN_STAGES
+    """Every stage when the published HELP and LatBench data are here; the measurement pipeline otherwise."""
+    return set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) if HAS_PUBLISHED else MAIN_STAGES
 
 
 def repro_targets() -> list[str]:
-    """`dvc repro` targets for the stages this machine can run (all, with the HELP data)."""
-    return [] if HAS_HELP else sorted(MAIN_STAGES)
+    """`dvc repro` targets for the stages this machine can run (all, with the published data)."""
+    return [] if HAS_PUBLISHED else sorted(MAIN_STAGES)
 
 
 def declared_outputs(dvc_yaml: dict, params: dict) -> list[str]:
@@ -74,15 +87,50 @@ def environment(home: Path, cwd: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run(command: list[str], cwd: Path, home: Path, **extra: str) -> subprocess.CompletedProcess:
+def run(command: list[str], cwd: Path, home: Path, expect: int = 0, **extra: str) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=cwd, env=environment(home, cwd, **extra), capture_output=True, text=True,
                             timeout=600)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == expect, (
+        f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(command: list[str], cwd: Path, home: Path, health: str, log: Path, **extra: str) -> Iterator[subprocess.Popen]:
+    """Start ``command`` in its own process group, wait until ``health`` answers, and stop the group
+    led by the server's PID (its workers too) at the end."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=environment(home, cwd, **extra), stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, f"{command[:3]} exited:\n{log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(health, timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"{command[:3]} did not answer:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def copy_project(dest: Path) -> Path:
-    """The project's tracked and untracked-but-not-ignored files, without its dvc.lock."""
+    """The project's tracked and untracked-but-not-ignored files. The committed dvc.lock comes along:
+    stale for the tiny params, as in a fresh clone that measures again."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -91,7 +139,6 @@ def copy_project(dest: Path) -> Path:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
-    (dest / "dvc.lock").unlink(missing_ok=True)
     return dest
 
 

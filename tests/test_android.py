@@ -1,18 +1,24 @@
 """android-adb: the parser against real benchmark_model output, and the backend against a
-stand-in adb (tests/fakes/adb) that runs the local TFLite interpreter in the phone's place."""
+stand-in adb (tests/fakes/adb) that answers like a phone and runs the local TFLite interpreter in
+its place. Conversion runs in the converter environment that `make install` creates."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
-from measure_helpers import tiny_device_config  # noqa: F401 (fixture)
+import yaml
+from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 
 from leti import campaign, tables
-from leti.devices import DeviceError, Protocol, make_backend
-from leti.devices.android_adb import BenchmarkOutputError, parse_op_profile, parse_stats
+from leti.campaign import DeviceConfig
+from leti.devices import BackendUnavailableError, DeviceError, Protocol, make_backend
+from leti.devices.android_adb import BenchmarkOutputError, parse_delegate, parse_op_profile, parse_stats
 from leti.spaces import nb201
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,6 +39,7 @@ def test_parses_the_timed_runs_not_the_warmup() -> None:
     assert stats["init_ms"] == pytest.approx(16.242)
     assert stats["first_inference_ms"] == pytest.approx(360.262)
     assert "median_ms" not in stats
+    assert stats["warmup_count"] == 2 and stats["warmup_total_ms"] == pytest.approx(2 * 304.586)
 
 
 def test_parses_scientific_notation_and_skips_the_profiler_footer() -> None:
@@ -42,7 +49,20 @@ def test_parses_scientific_notation_and_skips_the_profiler_footer() -> None:
     ops = parse_op_profile(output)
     assert [op["node_type"] for op in ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "AVERAGE_POOL_2D", "SOFTMAX"]
     assert ops[0] == {"node_type": "CONV_2D", "name": "[MobilenetV1/MobilenetV1/Conv2d_0/Relu6]:0",
-                      "first_ms": 87.754, "avg_ms": 60.957, "times_called": 1}
+                      "first_ms": 87.754, "avg_ms": 60.957, "percent": 2.066, "times_called": 1}
+    assert stats["warmup_total_ms"] == pytest.approx(3512.39)  # one warm-up run: 'count=1 curr=...' and the summary
+
+
+def test_parses_a_gpu_run_the_delegate_and_its_single_profiled_node() -> None:
+    output = fixture("benchmark_model_gpu.txt")
+    stats = parse_stats(output)
+    assert stats["count"] == 600 and stats["warmup_count"] == 20
+    assert stats["warmup_total_ms"] == pytest.approx(20 * 28.473)
+    assert parse_delegate(output) == {"delegate": "GPU", "delegated": "all", "gpu_api": "OpenCL"}
+    (node,) = parse_op_profile(output)
+    assert node["node_type"] == "TfLiteGpuDelegateV2" and node["percent"] == 100.0
+    assert parse_delegate(fixture("benchmark_model_cpu.txt")) == {"delegate": "XNNPACK"}
+    assert parse_delegate(fixture("benchmark_model_logcat_percentiles.txt")) == {"delegate": None}
 
 
 def test_parses_logcat_prefix_and_percentiles() -> None:
@@ -64,6 +84,8 @@ def test_parsed_timing_summarizes_from_the_tool() -> None:
     assert timing.samples_ms == [] and summary.iqm_ms is None
     assert summary.median_ms == pytest.approx(141.253)
     assert summary.cv == pytest.approx(13583 / 145528) and summary.unstable
+    assert timing.warmup_ms == pytest.approx(3 * 211.669)
+    assert timing.device_seconds == pytest.approx((25 * 145.528 + 3 * 211.669) / 1000)
 
 
 def test_benchmark_command_maps_the_protocol_and_options() -> None:
@@ -71,8 +93,31 @@ def test_benchmark_command_maps_the_protocol_and_options() -> None:
     command = backend.benchmark_command("/data/local/tmp/leti/m.tflite", Protocol(threads=2, warmup_runs=5, runs=40))
     assert command[:3] == ["taskset", "f0", "/data/local/tmp/benchmark_model"]
     for flag in ("--graph=/data/local/tmp/leti/m.tflite", "--num_threads=2", "--warmup_runs=5", "--num_runs=40",
-                 "--min_secs=0", "--use_gpu=true", "--enable_op_profiling=true"):
+                 "--min_secs=0", "--use_gpu=true", "--gpu_precision_loss_allowed=true", "--enable_op_profiling=true"):
         assert flag in command
+    assert not any(flag.startswith("--gpu_backend") for flag in command)  # auto: the delegate picks
+    fp32_gl = make_backend("android-adb", {"serial": SERIAL, "use_gpu": True, "gpu_precision": "fp32", "gpu_backend": "gl"})
+    command = fp32_gl.benchmark_command("/m.tflite", Protocol())
+    assert "--gpu_precision_loss_allowed=false" in command and "--gpu_backend=gl" in command
+    assert not any("gpu" in flag for flag in make_backend("android-adb", {"serial": SERIAL}).benchmark_command("/m.tflite", Protocol()))
+
+
+def test_gpu_options_and_threads_are_part_of_the_config_id() -> None:
+    def config_id(threads: int = 1, **options) -> str:
+        return DeviceConfig.from_params("pixel", {"backend": "android-adb", "options": {"serial": SERIAL, **options}, "threads": threads},
+                                        FAST_PROTOCOL).config_id
+
+    assert config_id() == config_id(use_gpu=False) == config_id(gpu_precision="fp32")  # GPU settings matter only on the GPU
+    assert config_id() == config_id(adb="/opt/android/platform-tools/adb", timeout_seconds=60)  # how to reach it does not
+    gpu = config_id(use_gpu=True)
+    assert gpu != config_id() and gpu == config_id(use_gpu=True, gpu_precision="fp16", gpu_backend="auto")
+    assert len({gpu, config_id(use_gpu=True, gpu_precision="fp32"), config_id(use_gpu=True, gpu_backend="cl"),
+                config_id(use_gpu=True, gpu_backend="gl"), config_id(threads=4)}) == 5
+
+
+def test_an_unknown_gpu_setting_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="gpu_backend 'vulkan' is not one of"):
+        make_backend("android-adb", {"serial": SERIAL, "use_gpu": True, "gpu_backend": "vulkan"}).check()
 
 
 @pytest.fixture
@@ -80,9 +125,9 @@ def phone(tmp_path, monkeypatch) -> dict:
     """The stand-in adb, run by this interpreter, with benchmark_model installed on the 'phone'."""
     root = tmp_path / "phone"
     (root / "data/local/tmp").mkdir(parents=True)
-    (root / "data/local/tmp/benchmark_model").write_text("stand-in")
+    (root / "data/local/tmp/benchmark_model").write_text("stand-in benchmark_model build")
     adb = tmp_path / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
+    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -S {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
     adb.chmod(0o755)
     monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
     monkeypatch.setenv("FAKE_ADB_SERIAL", SERIAL)
@@ -110,36 +155,81 @@ def test_a_missing_phone_fails_leti_measure_in_one_line_naming_it(phone, tmp_pat
     assert len(error.splitlines()) == 1 and "R58M123ABC" in error and "not found" in error
 
 
-needs_tflite = pytest.mark.skipif(
-    not all(__import__("importlib").util.find_spec(name) for name in ("litert_torch", "ai_edge_litert")),
-    reason="the tflite extra (litert-torch, ai-edge-litert) is not installed",
-)
+def test_a_missing_converter_fails_leti_measure_in_one_line(phone, tmp_path, capsys, monkeypatch) -> None:
+    from leti.cli import main
+
+    monkeypatch.setenv("LETI_TFLITE_VENV", str(tmp_path / "no-such-venv"))
+    with pytest.raises(BackendUnavailableError, match="make install"):
+        make_backend("android-adb", phone["options"]).check()
+    params = {"devices": {"pixel": {"backend": "android-adb", "options": phone["options"]}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code = main(["measure", "--device", "pixel", "--arch", nb201.sample_valid(1, seed=8)[0], "--params",
+                 str(tmp_path / "params.yaml"), "--store", str(tmp_path / "store"), "--no-progress"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1
+    assert "litert-torch" in error and "make install" in error
 
 
-@needs_tflite
-def test_campaign_on_the_stand_in_phone_pushes_runs_parses_and_cleans_up(phone, tiny_device_config, tmp_path) -> None:
-    device = tiny_device_config("android-adb", options={**phone["options"], "op_profiling": True}, runs=8)
-    archs = nb201.sample_valid(2, seed=9)
-    result = campaign.run_campaign(archs, device, tmp_path / "store", progress=False)
+ARCHS = nb201.sample_valid(2, seed=9)
+"""The cells every stand-in campaign measures: converted once per session (the artifact cache)."""
+
+
+def test_campaign_on_the_stand_in_phone_stores_phone_described_rows_and_op_profiles(phone, tiny_device_config, tmp_path) -> None:
+    device = tiny_device_config("android-adb", options={**phone["options"], "op_profiling": True, "taskset": "c0"}, runs=8)
+    result = campaign.run_campaign(ARCHS, device, tmp_path / "latency", progress=False)
     assert (result.measured, result.failed) == (2, 0)
-    rows = tables.read(tmp_path / "store", tables.LATENCY)
+    assert 0 < result.device_seconds < result.seconds
+    rows = tables.read(tmp_path / "latency", tables.LATENCY)
     assert rows["error"].null_count() == 2 and rows["samples_ms"].list.len().to_list() == [0, 0]
     assert all(value > 0 for value in rows["mean_ms"]) and rows["iqm_ms"].null_count() == 2
+    assert rows["cpu_affinity"].to_list() == [[6, 7], [6, 7]]  # the phone's cores from taskset c0, not the host's
     assert list((phone["root"] / "data/local/tmp/leti").iterdir()) == []  # the model was removed
-    backend = make_backend("android-adb", device.options)
-    timing = backend.benchmark(nb201.build_network(archs[0], device.network), nb201.example_input(device.network),
-                               device.protocol, tmp_path)
-    assert timing.reported["count"] == 8 and timing.op_profile and timing.op_profile[0]["node_type"]
+
+    environment = json.loads(rows["environment"][0])
+    phone_facts = environment["device"]
+    assert (phone_facts["model"], phone_facts["soc"], phone_facts["android_version"]) == ("Pixel 7", "Google GS201", "14")
+    assert (phone_facts["gpu_vendor"], phone_facts["gpu_renderer"]) == ("ARM", "Mali-G710")
+    assert phone_facts["gl_version"].startswith("OpenGL ES 3.2") and phone_facts["opencl_version"].startswith("OpenCL 3.0")
+    binary = (phone["root"] / "data/local/tmp/benchmark_model").read_bytes()
+    assert phone_facts["benchmark_model_md5"] == hashlib.md5(binary).hexdigest()
+    assert "cpu_model" not in environment and environment["host"]["cpu_model"]  # host facts are labelled as such
+    assert environment["converter"]["litert-torch"]
+    run = environment["run"]
+    assert run["delegate"] == "XNNPACK" and run["delegated"] == "all"
+    assert run["before"]["cpus"] == {"cpu6": {"governor": "sched_pixel", "mhz": 2850.0}, "cpu7": {"governor": "sched_pixel", "mhz": 2850.0}}
+    assert set(run["before"]["thermal_c"]) >= {"BIG", "G3D", "battery"} and run["before"]["devfreq_mhz"]
+    assert all(run["after"]["thermal_c"][zone] > run["before"]["thermal_c"][zone] for zone in run["before"]["thermal_c"])
+
+    profiles = tables.read(tmp_path / "op_profiles", tables.OP_PROFILE)
+    linked = profiles.join(rows, on=["arch", "device", "config_id", "measured_at"], how="inner")
+    assert linked.height == profiles.height > 0 and set(linked["arch"]) == set(ARCHS)
+    assert {"CONV_2D", "ADD"} <= set(profiles["op_type"])
+    shares = profiles.group_by("arch").agg(pl.col("share").sum())["share"].to_list()
+    assert shares == [pytest.approx(1.0, abs=0.01)] * 2
+
+    rerun = campaign.run_campaign(ARCHS, device, tmp_path / "latency", progress=False)
+    assert rerun.skipped == 2 and tables.read(tmp_path / "op_profiles", tables.OP_PROFILE).height == profiles.height
 
 
-@needs_tflite
+def test_a_gpu_campaign_records_the_delegate_and_its_profile(phone, tiny_device_config, tmp_path) -> None:
+    options = {**phone["options"], "use_gpu": True, "gpu_backend": "gl", "op_profiling": True}
+    device = tiny_device_config("android-adb", name="pixel-gpu", options=options, runs=4)
+    result = campaign.run_campaign(ARCHS[:1], device, tmp_path / "latency", progress=False)
+    assert (result.measured, result.failed) == (1, 0)
+    run = json.loads(tables.read(tmp_path / "latency", tables.LATENCY)["environment"][0])["run"]
+    assert (run["delegate"], run["gpu_api"], run["delegated"]) == ("GPU", "OpenGL", "all")
+    profile = tables.read(tmp_path / "op_profiles", tables.OP_PROFILE)
+    assert profile["op_type"].to_list() == ["TfLiteGpuDelegateV2"] and profile["share"].to_list() == [1.0]
+    assert list((phone["root"] / "data/local/tmp/leti").iterdir()) == []  # pushed with the chunk, removed after its run
+
+
 def test_a_phone_that_vanishes_mid_campaign_keeps_what_was_measured(phone, tiny_device_config, tmp_path, monkeypatch) -> None:
-    # get-state, then mkdir, push, benchmark, rm for the first cell: the phone is gone after 5 commands
+    # get-state, mkdir, describe, the push (of the chunk, or of the first cell), the first cell's shell:
+    # the phone is gone after 5 commands
     monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", "5")
     device = tiny_device_config("android-adb", options=phone["options"])
-    archs = nb201.sample_valid(2, seed=10)
     with pytest.raises(DeviceError, match="not found"):
-        campaign.measure_chunk(archs, device, tmp_path / "store", retries=1, backoff_seconds=0.01)
+        campaign.measure_chunk(ARCHS, device, tmp_path / "store", retries=1, backoff_seconds=0.01)
     kept = tables.read(tmp_path / "store", tables.LATENCY)
-    assert kept["arch"].to_list() == archs[:1]
-    assert campaign.pending(archs, device, tmp_path / "store") == archs[1:]
+    assert kept["arch"].to_list() == ARCHS[:1]
+    assert campaign.pending(ARCHS, device, tmp_path / "store") == ARCHS[1:]

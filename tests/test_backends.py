@@ -55,10 +55,12 @@ def test_timing_protocol_warms_up_by_count_and_time_and_synchronizes() -> None:
     def sync() -> None:
         calls["sync"] += 1
 
-    samples = time_callable(step, Protocol(warmup_runs=3, warmup_seconds=0.02, runs=4), synchronize=sync)
-    assert len(samples) == 4
+    timing = time_callable(step, Protocol(warmup_runs=3, warmup_seconds=0.02, runs=4), synchronize=sync)
+    assert len(timing.samples_ms) == 4
     assert calls["step"] > 3 + 4  # count warm-up, then time warm-up ran at least once more
-    assert calls["sync"] == 2 * 4  # before and after each timed run
+    assert calls["sync"] == 2 * 4 + 1  # before and after each timed run, and once to end the warm-up
+    assert timing.warmup_ms >= 20  # the time-based warm-up is part of the device's time
+    assert timing.device_seconds == pytest.approx(timing.timed_seconds + timing.warmup_ms / 1000)
 
 
 def test_unstable_flag_follows_the_cv_threshold() -> None:
@@ -92,20 +94,14 @@ def test_unknown_backend_in_params_is_named() -> None:
         DeviceConfig.from_params("phone", {"backend": "tflite-gpu"}, FAST_PROTOCOL)
 
 
-def test_missing_optional_packages_give_one_clear_error() -> None:
-    try:
-        import ai_edge_litert  # noqa: F401
-        import litert_torch  # noqa: F401
-    except ImportError:
-        with pytest.raises(BackendUnavailableError, match=r"leti\[tflite\]"):
-            make_backend("tflite-cpu").check()
-    else:
+def test_a_missing_converter_environment_is_one_clear_error(tmp_path, monkeypatch) -> None:
+    make_backend("tflite-cpu").check()  # `make install` created it
+    monkeypatch.setenv("LETI_TFLITE_VENV", str(tmp_path / "missing"))
+    with pytest.raises(BackendUnavailableError, match=r"missing or outdated: run `make install`"):
         make_backend("tflite-cpu").check()
 
 
 def test_tflite_cpu_times_a_real_network(tmp_path) -> None:
-    pytest.importorskip("litert_torch")
-    pytest.importorskip("ai_edge_litert")
     protocol = Protocol(threads=1, warmup_runs=1, runs=5)
     timing = make_backend("tflite-cpu").benchmark(nb201.build_network(ARCH, SMALL), nb201.example_input(SMALL), protocol, tmp_path)
     assert len(timing.samples_ms) == 5 and min(timing.samples_ms) > 0

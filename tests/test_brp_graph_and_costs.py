@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,41 +15,60 @@ from leti.spaces import nb201
 CELL = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
 
 
-def test_graph_has_a_node_per_kept_op_plus_input_output_global() -> None:
-    g = graph.build_graph(CELL)
-    labels, edges = graph.structure(CELL)
-    assert labels == ["input", "nor_conv_3x3", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "output", "global"]
-    assert g.num_nodes() == 7
-    onehot = g.ndata["x"]
-    assert onehot[:, graph.NODE_TYPES.index("none")].sum() == 0  # none ops are not nodes
-    assert torch.equal(onehot.sum(1), torch.ones(7))
-    # data flow: conv3x3 (1<-0) feeds skip (2<-1), which feeds conv1x1 (3<-2); pool (3<-0) and conv1x1 feed output
-    assert sorted(edges) == [(0, 1), (0, 3), (1, 2), (2, 4), (3, 5), (4, 5)]
+def test_brp_reads_matrix_of_a_hand_worked_cell() -> None:
+    # 1<-0 conv3x3 (slot 1), 2<-0 none (2), 2<-1 skip (3), 3<-0 pool (4), 3<-1 none (5), 3<-2 conv1x1 (6).
+    # The skip is bypassed: conv3x3 feeds conv1x1 directly; none slots and the skip are empty.
+    cell_graph = nb201.graph(CELL)
+    assert cell_graph.nodes == ("input", "nor_conv_3x3", None, None, "avg_pool_3x3", None, "nor_conv_1x1", "output")
+    reads = graph.reads(cell_graph)
+    # node 0 is the global node: it reads every node; nobody reads it; every node reads itself.
+    assert reads[0].tolist() == [1.0] * 9 and reads[1:, 0].tolist() == [0.0] * 8
+    assert np.diag(reads).tolist() == [1.0] * 9
+    # a node reads the nodes it feeds (BRP-NAS multiplies the data-flow matrix from the left)
+    fed = {(i - 1, j - 1) for i, j in zip(*np.nonzero(reads)) if i and i != j}
+    assert fed == {(0, 1), (0, 4), (1, 6), (4, 7), (6, 7)}
+    backwards = graph.reads(cell_graph, direction="predecessors")
+    assert {(j - 1, i - 1) for i, j in zip(*np.nonzero(backwards)) if i and i != j} == fed
+    assert graph.reads(cell_graph, adjacency="identity").tolist() == np.eye(9).tolist()
 
 
-def test_global_node_is_linked_with_every_node() -> None:
-    g = graph.build_graph(CELL)
-    glob = g.num_nodes() - 1
-    src, dst = (t.tolist() for t in g.edges())
-    pairs = set(zip(src, dst))
-    assert all((n, glob) in pairs and (glob, n) in pairs for n in range(g.num_nodes()))
-    assert all((n, n) in pairs for n in range(g.num_nodes()))
+def test_node_features_are_one_hot_with_empty_slots_zero() -> None:
+    features = graph.node_features(nb201.graph(CELL), "nb201")
+    types = graph.node_types("nb201")
+    assert features.shape == (9, len(types))
+    assert features[0, types.index("global")] == 1 and features[1, types.index("input")] == 1
+    assert features[:, types.index("nor_conv_3x3")].tolist() == [0, 0, 1, 0, 0, 0, 0, 0, 0]
+    assert [row.sum() for row in features] == [1, 1, 1, 0, 0, 1, 0, 1, 1]
+    random_rows = graph.node_features(nb201.graph(CELL), "nb201", "random", CELL)
+    assert random_rows.shape == features.shape and np.array_equal(random_rows, graph.node_features(nb201.graph(CELL), "nb201", "random", CELL))
 
 
-def test_zero_edges_cut_the_data_flow() -> None:
-    cut = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|"
-    labels, edges = graph.structure(cut)
-    conv1x1 = labels.index("nor_conv_1x1")
-    assert not any(dst == conv1x1 for _, dst in edges)  # its source node 2 only receives zeros
-    assert (labels.index("skip_connect"), labels.index("output")) in edges
+def test_dgl_graphconv_computes_the_dense_convolution() -> None:
+    from leti.dgl_compat import dgl
+    from leti.predictors.gcn import GraphConvolution
+
+    dgl()
+    from dgl.nn.pytorch import GraphConv
+
+    archs = random.Random(2).sample(nb201.all_arch_strings(), 12)
+    reads, x = graph.dense(archs, "nb201")
+    dense = GraphConvolution(x.shape[-1], 16)
+    sparse = GraphConv(x.shape[-1], 16, norm="none", allow_zero_in_degree=True)
+    with torch.no_grad():
+        sparse.weight.copy_(dense.weight)
+        sparse.bias.copy_(dense.bias)
+        batched = graph.to_dgl(archs, "nb201")
+        expected = dense(reads, x).reshape(-1, 16)
+        torch.testing.assert_close(sparse(batched, batched.ndata["x"]), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_batched_graphs_keep_each_cell() -> None:
-    archs = nb201.all_arch_strings()[500:510]
-    batch = graph.batch_graphs(archs, "onehot+cost")
-    assert batch.batch_size == 10
-    assert batch.batch_num_nodes().tolist() == [graph.build_graph(a).num_nodes() for a in archs]
-    assert batch.ndata["x"].shape[1] == graph.feature_size("onehot+cost")
+def test_graph_table_round_trips_through_preload() -> None:
+    archs = [CELL, *random.Random(3).sample(nb201.all_arch_strings(), 5)]
+    table = graph.graph_table(archs, "nb201")
+    assert table["nodes"].to_list()[0] == ["input", "nor_conv_3x3", None, None, "avg_pool_3x3", None, "nor_conv_1x1", "output"]
+    graph.preload(table)
+    for arch in archs:
+        assert graph.cell_graph("nb201", arch) == nb201.graph(arch)
 
 
 @pytest.mark.parametrize("arch", random.Random(4).sample(nb201.all_arch_strings(), 4) + [CELL])

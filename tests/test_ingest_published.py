@@ -93,3 +93,69 @@ def test_ingested_parts_validate_against_the_latency_schema(help_store: Path) ->
     for part in (help_store / "1080ti_1").glob("*.parquet"):
         assert tables.read(part, tables.LATENCY).height == 15625
     assert ingest.HELP_DEVICES.count("1080ti_1") == 1
+
+
+def write_pickle(path: Path, data: object) -> Path:
+    import pickle
+
+    path.write_bytes(pickle.dumps(data))
+    return path
+
+
+def test_latbench_ingest_names_devices_by_file_converts_seconds_and_is_idempotent(tmp_path: Path, capsys) -> None:
+    import numpy as np
+
+    folder = tmp_path / "release"
+    folder.mkdir()
+    # LatBench keys: op indices (none, skip, conv1x1, conv3x3, avgpool) in edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2.
+    write_pickle(folder / "mobile-gpu-some-soc.pickle", {(3, 0, 0, 2, 1, 1): np.float64(0.0025), (1, 1, 1, 1, 1, 1): 0.001})
+    write_pickle(folder / "desktop-cpu.pickle", {(4, 4, 4, 4, 4, 4): 0.004})
+    store = tmp_path / "store"
+    assert main(["ingest", "latbench", str(folder), "--output", str(store)]) == 0
+    assert sorted(p.name for p in store.iterdir()) == ["desktop-cpu", "mobile-gpu-some-soc"]
+    rows = dict(campaign.latency_table(store, "mobile-gpu-some-soc").select("arch", "median_ms").iter_rows())
+    conv3_first = nb201.format_cell(("nor_conv_3x3", "none", "none", "nor_conv_1x1", "skip_connect", "skip_connect"))
+    assert rows == pytest.approx({conv3_first: 2.5, nb201.format_cell(("skip_connect",) * 6): 1.0})
+    parts = sorted(store.rglob("*.parquet"))
+    assert main(["ingest", "latbench", str(folder / "desktop-cpu.pickle"), "--device", "desktop-cpu", "--output", str(store)]) == 0
+    assert sorted(store.rglob("*.parquet")) == parts
+    assert main(["ingest", "latbench", str(folder / "desktop-cpu.pickle"), "--device", "renamed", "--output", str(store)]) == 0
+    assert campaign.latency_table(store, "renamed")["median_ms"].to_list() == pytest.approx([4.0])
+    written = [json.loads(line)["written"] for line in capsys.readouterr().out.splitlines()]
+    assert [w is None for w in written] == [False, False, True, False]
+
+
+def test_latbench_bad_rows_are_listed_by_position_and_good_rows_kept(tmp_path: Path, capsys) -> None:
+    source = write_pickle(
+        tmp_path / "board.pickle",
+        {(0, 0, 0, 3, 0, 0): 0.002, (0, 0, 0, 9, 0, 0): 0.002, (1, 1): 0.001, (2, 2, 2, 2, 2, 2): -0.5, (3, 3, 3, 3, 3, 3): None},
+    )
+    assert main(["ingest", "latbench", str(source), "--output", str(tmp_path / "store")]) == 1
+    bad_lines = [line for line in capsys.readouterr().err.splitlines() if "bad row" in line]
+    assert [int(line.split("bad row ")[1].split(":")[0]) for line in bad_lines] == [1, 2, 3, 4]
+    assert "(0, 0, 0, 9, 0, 0)" in bad_lines[0] and "(1, 1)" in bad_lines[1] and "missing latency" in bad_lines[3]
+    assert campaign.latency_table(tmp_path / "store", "board")["median_ms"].to_list() == pytest.approx([2.0])
+
+
+def test_latbench_foreign_or_unsafe_pickle_is_one_error_line(tmp_path: Path, capsys) -> None:
+    import os
+
+    unsafe = write_pickle(tmp_path / "unsafe.pickle", os.getcwd)  # a pickle that names a global function
+    not_a_dict = write_pickle(tmp_path / "list.pickle", [1, 2, 3])
+    for path, expected in ((unsafe, "refusing to load"), (not_a_dict, "expected a dict"), (tmp_path / "absent.pickle", "no such file")):
+        assert main(["ingest", "latbench", str(path), "--output", str(tmp_path / "store")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and expected in err[0]
+    assert not (tmp_path / "store").exists()
+
+
+def test_latbench_release_ingests_every_cell_with_a_path(latbench_dir: Path, latbench_store: Path) -> None:
+    import pickle
+
+    device = "desktop-gpu-gtx-1080ti-fp32"
+    released = pickle.loads((latbench_dir / f"{device}.pickle").read_bytes())
+    rows = dict(campaign.latency_table(latbench_store, device).select("arch", "median_ms").iter_rows())
+    assert len(rows) == len(released) == 15284
+    assert all(nb201.has_path(nb201.parse(arch)) for arch in rows)
+    for vector, seconds in list(released.items())[:50]:
+        assert rows[nb201.format_cell(nb201.from_op_indices(vector))] == pytest.approx(1000 * seconds)

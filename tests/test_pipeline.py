@@ -1,15 +1,30 @@
-"""End to end: `dvc repro` in a temporary copy of the repository, on a tiny params set."""
+"""End to end: `dvc repro` in a temporary copy of the repository on a tiny params set (the session's
+``tiny_repo``), then what it leaves behind: lineage, MLflow runs, the registry, `leti predict`, serving."""
 
+import json
+import shutil
+import sys
+import tomllib
 from pathlib import Path
 
 import mlflow
+import polars as pl
 import pytest
 import yaml
-from pipeline_helpers import declared_outputs, repro_targets, run
+from pipeline_helpers import ROOT, declared_outputs, free_port, repro_targets, run, serving
 
-from leti import tables
+from leti import predictors, tables
 
 pytestmark = pytest.mark.slow
+
+EXPERIMENT = "leti-nb201-torch-cpu"
+MODEL = "leti-nb201-torch-cpu"
+GOOD = ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|",
+        "|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"]
+INPUTS = {"latency": "data/latency/torch-cpu", "op_latency": "data/op_latency/torch-cpu",
+          "architectures": "data/architectures.parquet", "features": "data/features.parquet",
+          "graphs": "data/graphs.parquet"}
+MODELS = Path("models") / "torch-cpu"  # train's --models for train.device
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +35,7 @@ def repo(tiny_repo: Path) -> Path:
 def test_every_declared_out_exists(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     outputs = declared_outputs(yaml.safe_load((repo / "dvc.yaml").read_text()), params)
-    assert "metrics.json" in outputs and "data/latency/torch-cpu" in outputs
+    assert "metrics.json" in outputs and "data/latency/torch-cpu" in outputs and str(MODELS) in outputs
     missing = [path for path in outputs if not (repo / path).exists()]
     assert not missing
 
@@ -36,8 +51,6 @@ def test_latency_table_holds_real_measurements(repo: Path) -> None:
 
 
 def test_metrics_file_has_every_predictor(repo: Path) -> None:
-    import json
-
     metrics = json.loads((repo / "metrics.json").read_text())
     assert set(metrics) == {"layerwise", "linear", "xgboost"}
     for values in metrics.values():
@@ -51,30 +64,217 @@ def test_second_repro_does_nothing(repo: Path, e2e_home: Path) -> None:
     assert "up to date" in result.stdout
 
 
-def test_mlflow_runs_carry_their_data_versions(repo: Path, e2e_home: Path) -> None:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    latency_md5 = next(
-        out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])
-        if out["path"] == "data/latency/torch-cpu"
-    )
-    commit = run(["git", "rev-parse", "HEAD"], repo, e2e_home).stdout.strip()
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["leti"])
-    assert sorted(runs["params.family"]) == ["layerwise", "linear", "xgboost"]
-    assert set(runs["tags.data.latency.dvc_md5"]) == {latency_md5}
-    # DVC stages dvc.lock as the pipeline runs, so the tree is honestly marked dirty.
-    assert all(tag.removesuffix("-dirty") == commit for tag in runs["tags.git_commit"])
-    assert runs["metrics.test_acc_10pct"].notna().all()
-    model = mlflow.pyfunc.load_model(f"runs:/{runs['run_id'][0]}/{runs['params.family'][0]}")
-    import pandas as pd
+# --- Lineage, MLflow runs, the registry, `leti predict` and serving (issue 8) -------------------
 
-    predicted = model.predict(pd.DataFrame({"arch": ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"]}))
-    assert len(predicted) == 1 and float(predicted[0]) == float(predicted[0])  # a number, not NaN
+
+def lock_hashes(root: Path) -> dict[str, str]:
+    """Path -> md5 of every out and dep that ``dvc.lock`` under ``root`` records."""
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"].values()
+    return {entry["path"]: entry["md5"] for stage in stages for entry in stage.get("outs", []) + stage.get("deps", [])}
+
+
+def client(repo: Path) -> mlflow.MlflowClient:
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def train_runs(repo: Path) -> list:
+    store = client(repo)
+    experiment = store.get_experiment_by_name(EXPERIMENT)
+    return store.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def dvc_status_clean(repo: Path, home: Path) -> None:
+    result = run(["dvc", "status", *repro_targets()], repo, home)
+    assert "up to date" in result.stdout, result.stdout
+
+
+def http_json(url: str, body: dict | None = None) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_runs_tag_the_hashes_dvc_lock_records_over_a_stale_lock(repo: Path, e2e_home: Path) -> None:
+    lock, committed = lock_hashes(repo), lock_hashes(ROOT)
+    assert lock["data/latency/torch-cpu"] != committed["data/latency/torch-cpu"]  # the clone's lock was stale
+    commit = run(["git", "rev-parse", "HEAD"], repo, e2e_home).stdout.strip()
+    runs = train_runs(repo)
+    assert runs
+    for run_ in runs:
+        for name, path in INPUTS.items():
+            assert run_.data.tags[f"data.{name}.dvc_md5"] == lock[path], (run_.info.run_name, name)
+        # DVC stages dvc.lock as the pipeline runs, so the tree is honestly marked dirty.
+        assert run_.data.tags["git_commit"].removesuffix("-dirty") == commit
+    dvc_status_clean(repo, e2e_home)
+
+
+def test_one_parent_run_with_a_child_per_family(repo: Path) -> None:
+    runs = train_runs(repo)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1
+    assert sorted(r.data.tags["family"] for r in children) == ["layerwise", "linear", "xgboost"]
+    store = client(repo)
+    experiment = store.get_experiment_by_name(EXPERIMENT)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    for child in children:
+        family = child.data.tags["family"]
+        assert child.info.run_name == f"{family}-seed0"
+        assert child.data.params["family"] == family and child.data.params["train.seed"] == "0"
+        assert any(key.startswith(f"{family}.") for key in child.data.params)
+        assert not [key for key in child.data.params if key not in ("family",) and key.split(".")[0] not in (family, "train")]
+        for split in ("val", "test"):
+            assert {f"{split}_acc_10pct", f"{split}_mape", f"{split}_spearman"} <= set(child.data.metrics)
+        assert child.data.metrics["n_train"] == 3 and child.data.metrics["n_val"] == 2 and child.data.metrics["n_test"] == 3
+        assert {"plots/predicted_vs_measured.png", "plots/error_cdf.png"} <= {
+            f.path for f in store.list_artifacts(child.info.run_id, "plots")}
+        datasets = {d.dataset.name: d for d in child.inputs.dataset_inputs}
+        assert set(datasets) == {"torch-cpu-train", "torch-cpu-val", "torch-cpu-test"}
+        assert {d.dataset.digest for d in datasets.values()} == {child.data.tags["data.latency.dvc_md5"]}
+        contexts = {d.dataset.name: {t.key: t.value for t in d.tags}["mlflow.data.context"] for d in datasets.values()}
+        assert contexts == {"torch-cpu-train": "training", "torch-cpu-val": "validation", "torch-cpu-test": "testing"}
+
+
+def test_logged_model_is_installable_and_says_what_it_predicts(repo: Path) -> None:
+    from mlflow.models import Model
+
+    child = next(r for r in train_runs(repo) if r.data.tags.get("family") == "xgboost")
+    [output] = child.outputs.model_outputs
+    location = client(repo).get_logged_model(output.model_id).artifact_location
+    assert location.startswith(f"file://{repo / 'mlartifacts'}")  # the project's artifact root
+    folder = Path(location.removeprefix("file://"))
+    requirements = (folder / "requirements.txt").read_text().split()
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert {"torch==2.13.0", "xgboost-cpu==3.2.0", "polars==2.1.0", "dgl==2.1.0", "mlflow==3.17.2"} <= set(requirements)
+    assert set(requirements) <= declared  # leti's own pins, never `leti`, which no index has
+    assert (folder / "code" / "leti" / "predictors" / "xgboost.py").exists()
+    model = Model.load(folder)
+    assert model.metadata["space"] == "nb201" and model.metadata["device"] == "torch-cpu"
+    assert model.metadata["statistic"] == "min_ms" and model.metadata["config_id"] == child.data.tags["config_id"]
+    assert model.metadata["feature_schema"]["feature_set"] == "onehot"
+    assert model.signature.inputs.input_names() == ["arch"]
+    assert model.saved_input_example_info is not None
+    saved = json.loads((repo / MODELS / "xgboost" / "predictor.json").read_text())
+    assert (saved["space"], saved["statistic"], saved["feature_schema"]["feature_set"]) == ("nb201", "min_ms", "onehot")
+
+
+def test_champion_is_registered_with_its_reason(repo: Path) -> None:
+    store = client(repo)
+    version = store.get_model_version_by_alias(MODEL, "champion")
+    assert version.tags["selection.metric"] == "val_acc_10pct"
+    assert version.tags["selection.reason"].startswith("first model")
+    assert version.tags["data.latency.dvc_md5"] == lock_hashes(repo)["data/latency/torch-cpu"]
+    champion_run = store.get_run(version.run_id)
+    assert champion_run.data.tags["data.latency.dvc_md5"] == lock_hashes(repo)["data/latency/torch-cpu"]
+    summary = json.loads((repo / MODELS / "mlflow.json").read_text())
+    assert summary["registered"] and summary["champion_version"] == str(version.version)
+
+
+def test_training_again_without_change_registers_nothing(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
+    """After the tests above: it adds runs to the shared repository's MLflow store."""
+    store = client(repo)
+    before = store.search_model_versions(f"name='{MODEL}'")
+    result = run([sys.executable, "stages/train.py", "--models", str(tmp_path / "models"),
+                  "--predictions", str(tmp_path / "predictions.parquet")], repo, e2e_home)
+    assert "does not beat champion" in result.stdout
+    assert len(store.search_model_versions(f"name='{MODEL}'")) == len(before)
+    assert store.get_model_version_by_alias(MODEL, "champion").version == before[0].version
+    assert not json.loads((tmp_path / "models" / "mlflow.json").read_text())["registered"]
+
+
+def test_leti_predict_with_the_champion(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
+    output = tmp_path / "predicted.parquet"
+    result = run([sys.executable, "-m", "leti", "predict", "--device", "torch-cpu", GOOD[0], "not-a-cell", GOOD[1],
+                  "--output", str(output)], repo, e2e_home, expect=1)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["arch"] for line in lines] == GOOD
+    assert all(set(line) == {"arch", "device", "predicted_ms"} and line["device"] == "torch-cpu" for line in lines)
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "arch 2" in errors[0] and "'not-a-cell'" in errors[0]
+    assert pl.read_parquet(output).to_dicts() == lines
+    version = client(repo).get_model_version_by_alias(MODEL, "champion")
+    family = client(repo).get_run(version.run_id).data.tags["family"]
+    expected = predictors.load(repo / MODELS / family).predict(GOOD)
+    assert [line["predicted_ms"] for line in lines] == pytest.approx(expected.tolist())
+
+
+def test_leti_predict_names_a_missing_champion(repo: Path, e2e_home: Path) -> None:
+    result = run([sys.executable, "-m", "leti", "predict", "--device", "pixel7-gpu", GOOD[0]], repo, e2e_home, expect=2)
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert "models:/leti-nb201-pixel7-gpu@champion" in line and "make pipeline" in line
+
+
+def test_mlflow_models_serve_answers_invocations(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
+    port = free_port()
+    command = ["mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, repo, e2e_home, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log",
+                 MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}"):
+        answer = http_json(f"http://127.0.0.1:{port}/invocations",
+                           {"dataframe_split": {"columns": ["arch"], "data": [[arch] for arch in GOOD]}})
+    predicted = run([sys.executable, "-m", "leti", "predict", "--device", "torch-cpu", *GOOD], repo, e2e_home).stdout
+    expected = [json.loads(line)["predicted_ms"] for line in predicted.splitlines()]
+    assert [row["predicted_ms"] for row in answer["predictions"]] == pytest.approx(expected)
+
+
+def test_training_against_a_tracking_server(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
+    port = free_port()
+    command = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]
+    base = f"http://127.0.0.1:{port}"
+    with serving(command, repo, e2e_home, f"{base}/health", tmp_path / "server.log"):
+        run([sys.executable, "stages/train.py", "--models", str(tmp_path / "models"),
+             "--predictions", str(tmp_path / "predictions.parquet")], repo, e2e_home, MLFLOW_TRACKING_URI=base)
+        experiment = http_json(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
+        runs = http_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        alias = http_json(f"{base}/api/2.0/mlflow/registered-models/alias?name={MODEL}&alias=champion")["model_version"]
+    assert len(runs) == 4
+    lock = lock_hashes(repo)
+    for run_ in runs:
+        tags = {tag["key"]: tag["value"] for tag in run_["data"]["tags"]}
+        assert tags["data.latency.dvc_md5"] == lock["data/latency/torch-cpu"]
+    assert alias["run_id"] in {run_["info"]["run_id"] for run_ in runs}
+    assert (tmp_path / "artifacts").is_dir() and any((tmp_path / "artifacts").rglob("MLmodel"))
+
+
+def test_a_changed_protocol_measures_again_and_keeps_splits_apart(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
+    """On a copy of the reproduced project: a new measurement configuration must not touch the shared one."""
+    repo = shutil.copytree(repo, tmp_path / "leti", symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["measure"]["defaults"]["runs"] = 4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    old_champion = client(repo).get_model_version_by_alias(MODEL, "champion")
+    run(["dvc", "repro", *repro_targets()], repo, e2e_home)
+
+    latency = tables.read(repo / "data/latency/torch-cpu", tables.LATENCY)
+    assert latency["config_id"].n_unique() == 2 and latency.height == 16  # both protocols kept
+    ops = tables.read(repo / "data/op_latency/torch-cpu", tables.OP_LATENCY)
+    assert ops["config_id"].n_unique() == 2
+    new_config = latency.sort("measured_at")["config_id"][-1]
+    predictions = tables.read(repo / "data/predictions.parquet", tables.PREDICTIONS)
+    archs = set(tables.read(repo / "data/architectures.parquet", tables.ARCHITECTURES)["arch"])
+    for (family, seed), rows in predictions.group_by(["predictor", "seed"]):
+        assert rows.height == 8 and set(rows["arch"]) == archs  # one row per arch: no cell in two splits
+        measured = latency.filter(pl.col("config_id") == new_config).select("arch", "min_ms")
+        joined = rows.join(measured, on="arch")
+        assert (joined["measured_ms"] == joined["min_ms"]).all()  # the new protocol's rows only
+    champion = client(repo).get_model_version_by_alias(MODEL, "champion")
+    assert champion.version != old_champion.version
+    assert "predicts another target" in champion.tags["selection.reason"]
+    assert champion.tags["config_id"] == new_config
+    assert champion.tags["data.latency.dvc_md5"] == lock_hashes(repo)["data/latency/torch-cpu"]
+    dvc_status_clean(repo, e2e_home)
 
 
 def test_nothing_lands_in_the_home_directory(repo: Path, e2e_home: Path) -> None:
-    """Prefect's database, DVC's site cache, MLflow, matplotlib and ONNX Runtime state stay in the
-    project, git-ignored, though `dvc repro` ran with none of leti's variables set."""
+    """Last: Prefect's database, DVC's site cache, MLflow, matplotlib and ONNX Runtime state stay in
+    the project, git-ignored, though every command above ran with none of leti's variables set."""
     assert not list(e2e_home.iterdir())
     assert (repo / ".prefect" / "prefect.db").exists()  # the measure stage's Prefect flow
     assert (repo / ".cache" / "dvc" / "repo").is_dir()  # DVC's site cache (core.site_cache_dir)

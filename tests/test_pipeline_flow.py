@@ -7,60 +7,30 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from pipeline_helpers import ROOT, commit_all, environment, run
+from pipeline_helpers import ROOT, commit_all, environment, free_port, run, serving
 
 pytestmark = pytest.mark.slow
 
 PREFECT = [sys.executable, "-m", "prefect"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory, e2e_home: Path):
     """A `prefect server` on 127.0.0.1 with its own database, stopped by its PID at the end."""
     home = tmp_path_factory.mktemp("prefect-server")
-    url = f"http://127.0.0.1:{free_port()}/api"
-    port = url.rsplit(":", 1)[1].split("/")[0]
-    with open(home / "server.log", "w") as log:
-        server = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", port], cwd=home,
-                                  env=environment(e2e_home, home, PREFECT_HOME=str(home)), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while not healthy(url):
-            assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()[-3000:]
-            time.sleep(0.5)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    command = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, home, e2e_home, f"{url}/health", home / "server.log", PREFECT_HOME=str(home)):
         yield url
-    finally:
-        os.kill(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def api(url: str, path: str, body: dict) -> list[dict]:

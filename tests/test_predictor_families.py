@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from leti import predictors
 from leti.metrics import regression_metrics
 
-SMALL_GCN = {"hidden": 64, "layers": 2, "batch_size": 8, "epochs": 30, "patience": 10, "lr": 2e-3}
+SMALL_GCN = {"hidden": 64, "layers": 2, "batch_size": 8, "epochs": 30, "patience": 10, "lr": 2e-3, "target": "log"}
 FAMILY_PARAMS = {
     "linear": {},
     "xgboost": {"n_estimators": 60, "feature_set": "flat", "target": "log"},
@@ -27,10 +28,17 @@ def test_every_family_is_covered() -> None:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_PARAMS))
-def test_round_trip(family: str, help_cells, tmp_path: Path) -> None:
+def test_conformance(family: str, help_cells, tmp_path: Path) -> None:
+    """scikit-learn's contract: __init__ stores hyperparameters, predict before fit fails clearly,
+    fit returns self, and save/load reproduces the predictions."""
     archs, latency = help_cells
+    cls = predictors.FAMILIES[family]
     predictor = predictors.make_predictor(family, **FAMILY_PARAMS[family])
-    predictor.fit(archs[:150], latency[:150], archs[150:180], latency[150:180])
+    arguments = {name: arg.default for name, arg in inspect.signature(cls.__init__).parameters.items() if name != "self"}
+    assert predictor.params == {**arguments, **FAMILY_PARAMS[family]}
+    with pytest.raises(RuntimeError, match="not fitted"):
+        predictor.predict(archs[:3])
+    assert predictor.fit(archs[:150], latency[:150], archs[150:180], latency[150:180]) is predictor
     predicted = predictor.predict(archs[180:])
     assert predicted.shape == (70,) and np.all(np.isfinite(predicted))
     loaded = predictors.load(predictor.save(tmp_path / family))
@@ -54,11 +62,21 @@ def test_gcn_is_reproducible_with_a_seed(help_cells) -> None:
     np.testing.assert_allclose(first, second, rtol=1e-6)
 
 
-def test_auto_names_the_family_it_picked(help_cells) -> None:
+def test_auto_picks_the_candidate_with_the_best_validation_score(help_cells) -> None:
+    from leti.predictors.auto import validation_score
+
     archs, latency = help_cells
-    auto = predictors.make_predictor("auto", **FAMILY_PARAMS["auto"])
-    auto.fit(archs[:150], latency[:150], archs[150:200], latency[150:200])
-    assert auto.chosen in FAMILY_PARAMS["auto"]["candidates"]
+    fit_args = (archs[:150], latency[:150], archs[150:200], latency[150:200])
+    candidates = FAMILY_PARAMS["auto"]["candidates"]
+    scores = {
+        family: validation_score(latency[150:200], predictors.make_predictor(family).fit(*fit_args).predict(archs[150:200]))
+        for family in candidates
+    }
+    best = max(scores, key=scores.get)
+    assert len({scores[f] for f in candidates}) == len(candidates)  # distinct scores: the choice is not a tie
+    auto = predictors.make_predictor("auto", **FAMILY_PARAMS["auto"]).fit(*fit_args)
+    assert auto.chosen == best
+    np.testing.assert_allclose(auto.predict(archs[200:]), predictors.make_predictor(best).fit(*fit_args).predict(archs[200:]))
     with pytest.raises(ValueError, match="validation"):
         predictors.make_predictor("auto").fit(archs[:10], latency[:10])
 

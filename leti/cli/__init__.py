@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from leti.cli import arch, evaluate, ingest, measure, measure_ops
-from leti.devices.base import DeviceError
-
-COMMANDS = [arch, measure, measure_ops, ingest, evaluate]
+COMMANDS = ["arch", "measure", "measure_ops", "ingest", "evaluate", "predict"]
+"""Modules of ``leti.cli``, in the order ``leti --help`` lists them."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the command module ``only`` alone.
+
+    Running one command imports that command's module only, so ``leti predict`` does not pay for
+    the libraries measuring needs.
+    """
     parser = argparse.ArgumentParser(
         prog="leti",
         description="leti: measure, version and predict neural-network inference latency.",
@@ -22,18 +26,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.register(commands)
+    for name in [only] if only else COMMANDS:
+        importlib.import_module(f"leti.cli.{name}").register(commands)
     return parser
 
 
+def command_module(argv: Sequence[str]) -> str | None:
+    """The module of the command ``argv`` names (its first non-option word), if it names one."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    module = (word or "").replace("-", "_")
+    return module if module in COMMANDS else None
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or a lost device: reported in one line, never as a traceback."""
+    errors: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError)
+    devices = sys.modules.get("leti.devices.base")  # these exist only once a backend was loaded
+    return errors + ((devices.DeviceError, devices.BackendUnavailableError) if devices else ())
+
+
+def is_device_error(error: BaseException) -> bool:
+    devices = sys.modules.get("leti.devices.base")
+    return devices is not None and isinstance(error, devices.DeviceError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(command_module(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, DeviceError) as error:  # bad input, lost device: one line
+    except user_errors() as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"leti {args.command}: error: {message}", file=sys.stderr)
         # A lost device is worth retrying (the pipeline flow does): EX_TEMPFAIL; bad input is not: 2.
-        return os.EX_TEMPFAIL if isinstance(error, DeviceError) else 2
+        return os.EX_TEMPFAIL if is_device_error(error) else 2

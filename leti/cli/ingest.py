@@ -1,4 +1,4 @@
-"""``leti ingest``: import published latency data (HELP's release, or any table) into a latency store."""
+"""``leti ingest``: import published latency data (HELP's or LatBench's release, or any table) into a latency store."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from leti import ingest
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "ingest",
-        help="import published latencies into a latency store",
+        help="import published latencies (HELP, LatBench, any table) into a latency store",
         description="Import published latencies into a latency store DIR (DIR/<device>/part-*.parquet). "
         "Parts are content-hashed: ingesting the same source again changes nothing, another device is added "
         "beside the others. Bad rows are listed with their row numbers on stderr.",
@@ -24,6 +24,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     help_parser.add_argument("--device", action="append", help="import only this device (repeatable; default: all)")
     help_parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="latency store folder")
     help_parser.set_defaults(handler=run)
+
+    latbench = kinds.add_parser(
+        "latbench",
+        help="LatBench's release (BRP-NAS): one pickle per device, {op-index vector: seconds}",
+        description="Import LatBench pickles (SamsungLabs/eagle's release). Each pickle is one device, named "
+        "after its file (desktop-gpu-gtx-1080ti-fp32.pickle -> desktop-gpu-gtx-1080ti-fp32) unless --device is "
+        "given; latencies are stored in milliseconds.",
+    )
+    latbench.add_argument("paths", nargs="+", metavar="PATH", help="a released pickle, a folder of them, or a URL of one")
+    latbench.add_argument("--device", help="device name for a single pickle (default: its file name)")
+    latbench.add_argument("--output", type=Path, required=True, metavar="DIR", help="latency store folder")
+    latbench.set_defaults(handler=run)
 
     table = kinds.add_parser("table", help="a CSV or Parquet table of arch strings and latencies")
     table.add_argument("file", type=Path, metavar="FILE")
@@ -39,6 +51,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.kind == "help":
         results = ingest.ingest_help(args.location, args.output, args.device)
+    elif args.kind == "latbench":
+        results = ingest.ingest_latbench(args.paths, args.output, args.device)
     else:
         results = [
             ingest.ingest_table(

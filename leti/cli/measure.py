@@ -28,6 +28,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--retry-errors", action="store_true", help="measure again cells whose last attempt failed")
     parser.add_argument("--retries", type=int, default=3, help="device retries before giving up (default: %(default)s)")
     parser.add_argument("--backoff", type=float, default=2.0, help="first retry delay in s, doubled each time (default: %(default)s)")
+    parser.add_argument("--op-profiles", type=Path, default=None,
+                        help="where per-operator profiles go when the device profiles operators "
+                        "(default: op_profiles beside STORE, e.g. data/op_profiles)")
+    parser.add_argument("--no-prepare-ahead", action="store_true",
+                        help="convert each cell just before timing it instead of in a worker process ahead of the device")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
 
@@ -40,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         archs = tables.read(args.architectures, tables.ARCHITECTURES)["arch"].to_list()
     result = campaign.run_campaign(
         archs, device, args.store, part_size=args.part_size, retry_errors=args.retry_errors, progress=not args.no_progress,
-        retries=args.retries, backoff_seconds=args.backoff,
+        retries=args.retries, backoff_seconds=args.backoff, prepare_ahead=not args.no_prepare_ahead,
+        op_profile_store=args.op_profiles,
     )
-    print(json.dumps(result.__dict__))
+    print(json.dumps({**result.__dict__, "overhead": result.overhead}))
     return 0

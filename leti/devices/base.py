@@ -16,6 +16,7 @@ import os
 import platform
 import statistics
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -108,12 +109,17 @@ class Timing:
     ``samples_ms`` holds one value per timed run whenever the runtime exposes them. A tool that
     prints only aggregates (Android's ``benchmark_model``) leaves it empty and fills ``reported``
     with ``count``, ``avg_ms``, ``std_ms``, ``min_ms``, ``max_ms`` (and ``median_ms`` if printed).
-    ``op_profile`` holds per-operator rows when the tool profiled operators.
+    ``warmup_ms`` is the total time of the warm-up runs, so a campaign can say how long the device
+    itself was busy. ``op_profile`` holds per-operator rows when the tool profiled operators;
+    ``device_state`` what the device reported around the run (a phone's temperatures, clocks,
+    delegate).
     """
 
     samples_ms: list[float]
     reported: dict[str, float] | None = None
     op_profile: list[dict[str, Any]] | None = None
+    warmup_ms: float = 0.0
+    device_state: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.samples_ms and not self.reported:
@@ -127,16 +133,22 @@ class Timing:
 
     @property
     def timed_seconds(self) -> float:
-        """Time spent in timed runs, for the campaign's overhead figure."""
+        """Time spent in timed runs."""
         if self.samples_ms:
             return sum(self.samples_ms) / 1000
         assert self.reported is not None
         return self.reported["avg_ms"] * self.reported.get("count", 1) / 1000
 
+    @property
+    def device_seconds(self) -> float:
+        """Time the device spent running the network (warm-up plus timed runs): the denominator
+        of a campaign's overhead figure."""
+        return self.timed_seconds + self.warmup_ms / 1000
+
 
 def time_callable(
     step: Callable[[], Any], protocol: Protocol, synchronize: Callable[[], Any] | None = None
-) -> list[float]:
+) -> Timing:
     """Warm up by count then by time, then time ``protocol.runs`` calls with a monotonic clock.
 
     Garbage collection is off while timing, as in BRP-NAS's LatBench, so a collection pause is
@@ -144,11 +156,14 @@ def time_callable(
     before the clock starts and before it stops, so asynchronous work is charged to its own run.
     """
     sync = synchronize or (lambda: None)
+    warmup_start = time.perf_counter_ns()
     for _ in range(protocol.warmup_runs):
         step()
     deadline = time.monotonic() + protocol.warmup_seconds
     while time.monotonic() < deadline:
         step()
+    sync()
+    warmup_ms = (time.perf_counter_ns() - warmup_start) / 1e6
     samples = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -162,7 +177,7 @@ def time_callable(
     finally:
         if gc_was_enabled:
             gc.enable()
-    return samples
+    return Timing(samples_ms=samples, warmup_ms=warmup_ms)
 
 
 @contextlib.contextmanager
@@ -238,6 +253,10 @@ def host_environment() -> dict[str, Any]:
     }
 
 
+HOST_CPU = "host-cpu"
+"""The resource name of this machine's CPU, shared by every backend that times on it."""
+
+
 class DeviceError(RuntimeError):
     """The device itself failed (disconnected, busy, timed out): worth retrying, unlike a bad model."""
 
@@ -253,12 +272,33 @@ class Backend(ABC):
     name: ClassVar[str]
     libraries: ClassVar[tuple[str, ...]] = ()
     """Distributions whose versions are recorded with every row."""
+    artifact_format: ClassVar[str | None] = None
+    """File format ``prepare`` writes (``onnx``, ``tflite``), or None when the artifact lives in
+    memory. A file artifact can be prepared in another process, ahead of the device, and cached."""
     options: dict[str, Any] = field(default_factory=dict)
 
     def resource(self) -> str:
         """The physical device this backend times on. Benchmarks on one resource never overlap,
         so two devices of ``params.yaml`` that share this host's CPU take turns."""
-        return "host-cpu"
+        return HOST_CPU
+
+    @property
+    def times_on_host(self) -> bool:
+        """Whether the timed runs use this machine's CPU (then host work must not overlap them)."""
+        return self.resource() == HOST_CPU
+
+    def config_options(self) -> dict[str, Any]:
+        """The options that shape a timing, as hashed into ``config_id``. Backends with defaults
+        fill them in, so leaving an option out and writing its default give the same id."""
+        return dict(self.options)
+
+    def artifact_options(self) -> dict[str, Any]:
+        """The options that change the prepared file (part of the artifact cache key)."""
+        return {}
+
+    def artifact_versions(self) -> dict[str, str | None]:
+        """Versions of the tools that write the artifact (part of the artifact cache key)."""
+        return package_versions(*self.libraries)
 
     def check(self) -> None:
         """Fail fast, once per chunk, when the backend cannot run here or the device is gone.
@@ -267,20 +307,42 @@ class Backend(ABC):
         unreachable device, so neither turns into one error row per cell.
         """
 
-    @abstractmethod
     def prepare(self, network: torch.nn.Module, example: torch.Tensor, workdir: Path) -> Any:
-        """Convert ``network`` into the artifact the device runs (module, ONNX file, .tflite...)."""
+        """Convert ``network`` into the artifact the device runs (module, ONNX file, .tflite...).
+
+        Backends with a file artifact write it to a fresh file in ``workdir``; the others override.
+        """
+        if self.artifact_format is None:
+            raise NotImplementedError(f"backend {self.name!r} must override prepare()")
+        path = Path(workdir) / f"model-{uuid.uuid4().hex[:8]}.{self.artifact_format}"
+        return self.write_artifact(network, example, path)
+
+    def write_artifact(self, network: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
+        """Write the file artifact of ``network`` to ``path`` (backends with a file artifact)."""
+        raise NotImplementedError(f"backend {self.name!r} has no file artifact")
+
+    def stage(self, artifacts: list[Path]) -> None:
+        """Move artifacts that are ready to the device in one go, ahead of their runs (a phone:
+        one ``adb push`` for a chunk instead of one per cell). Most devices need nothing."""
+
+    def unstage(self) -> None:
+        """Remove what ``stage`` moved but no run used (a chunk that stopped early)."""
 
     @abstractmethod
     def run(self, artifact: Any, example: torch.Tensor, protocol: Protocol) -> Any:
-        """Benchmark the artifact; return the device's raw result."""
+        """Benchmark the artifact; return the device's raw result. The artifact is left in place
+        (a campaign caches it); ``benchmark`` removes the file it prepared."""
 
     @abstractmethod
     def parse(self, raw: Any) -> Timing:
         """Raw result -> per-run latencies in milliseconds (or the tool's aggregates)."""
 
     def environment(self) -> dict[str, Any]:
-        """Facts about the device and software recorded with every row."""
+        """Facts about the device and software recorded with every row, taken once per chunk.
+
+        For a backend that times on this machine the host is the device; a remote device's
+        backend puts what the device reports first and the host under ``host``.
+        """
         return {
             **host_environment(),
             "backend": self.name,
@@ -288,12 +350,20 @@ class Backend(ABC):
             "libraries": package_versions(*self.libraries),
         }
 
+    def cpu_affinity(self) -> list[int]:
+        """CPUs the timed runs may use (the host's affinity for a host backend)."""
+        return cpu_affinity()
+
     def benchmark(
         self, network: torch.nn.Module, example: torch.Tensor, protocol: Protocol, workdir: Path
     ) -> Timing:
         """prepare -> run -> parse: the full result, including a tool's own aggregates."""
         artifact = self.prepare(network, example, workdir)
-        return self.parse(self.run(artifact, example, protocol))
+        try:
+            return self.parse(self.run(artifact, example, protocol))
+        finally:
+            if isinstance(artifact, Path):
+                artifact.unlink(missing_ok=True)
 
     def measure(
         self, network: torch.nn.Module, example: torch.Tensor, protocol: Protocol, workdir: Path

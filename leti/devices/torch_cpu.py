@@ -17,7 +17,7 @@ class TorchCPU(Backend):
     def prepare(self, network: torch.nn.Module, example: torch.Tensor, workdir: Path) -> torch.nn.Module:
         return network.eval()
 
-    def run(self, artifact: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> list[float]:
+    def run(self, artifact: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> Timing:
         previous = torch.get_num_threads()
         torch.set_num_threads(protocol.threads)
         try:
@@ -26,5 +26,5 @@ class TorchCPU(Backend):
         finally:
             torch.set_num_threads(previous)
 
-    def parse(self, raw: list[float]) -> Timing:
-        return Timing(samples_ms=raw)
+    def parse(self, raw: Timing) -> Timing:
+        return raw

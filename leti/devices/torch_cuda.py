@@ -34,15 +34,15 @@ class TorchCUDA(Backend):
     def prepare(self, network: torch.nn.Module, example: torch.Tensor, workdir: Path) -> torch.nn.Module:
         return network.eval().to(self.device)
 
-    def run(self, artifact: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> list[float]:
+    def run(self, artifact: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> Timing:
         inputs = example.to(self.device)
         with torch.inference_mode():
             return time_callable(
                 lambda: artifact(inputs), protocol, synchronize=lambda: torch.cuda.synchronize(self.device)
             )
 
-    def parse(self, raw: list[float]) -> Timing:
-        return Timing(samples_ms=raw)
+    def parse(self, raw: Timing) -> Timing:
+        return raw
 
     def environment(self) -> dict[str, Any]:
         environment = super().environment()

@@ -1,10 +1,25 @@
-"""BRP-NAS graphs of NAS-Bench-201 cells, as DGL graphs (imported through ``leti.dgl_compat``).
+"""Cell graphs for the GCN: the space's graph plus a global node, one-hot node types.
 
-A node per op plus input, output and a global node; an op node reads from the ops that produce its
-edge's source node, and the output reads from the ops that end at the last node. ``none`` ops are
-left out entirely, so a zero edge carries no data. The global node is linked both ways with every
-node, and every node has a self-loop (GraphConv's normalised ``A + I``), so the global node's state
-after the convolutions summarises the whole cell: the GCN reads its prediction from there.
+The space gives each cell as a :class:`~leti.spaces.base.CellGraph` (a fixed number of node slots,
+data-flow edges). This module adds what BRP-NAS's reference (SamsungLabs/eagle,
+``get_adjacency_and_features``) adds, and builds the same graph in two forms:
+
+- the stored featurisation: the ``featurize`` stage's graphs table (:func:`graph_table`, node
+  labels and data-flow edges per cell) and DGL graphs (:func:`to_dgl`) for anyone who wants them;
+- the dense form the GCN trains on (:func:`dense`): every cell of a space has the same number of
+  slots, so a batch is one ``(B, N, N)`` adjacency and one ``(B, N, F)`` feature tensor and a graph
+  convolution is one batched matmul, as in the reference. DGL's per-graph kernels cost far more
+  than the arithmetic on graphs this small (``benchmarks/gcn_speed.py``).
+
+BRP-NAS's wiring, which :func:`reads` encodes and the GCN's adjacency multiplies from the left:
+
+- the global node is node 0; it reads every node, and no node reads it;
+- an op node reads the nodes it *feeds* (``direction="successors"``): the reference multiplies the
+  data-flow matrix ``A[src][dst]`` from the left, so information flows from the output back to the
+  input, and the global node summarises the whole cell;
+- every node reads itself, and the adjacency is not normalised: a convolution sums;
+- an empty slot (a pruned op, a skip or a none) keeps its self-loop and an all-zero feature row,
+  and the global node still reads it, so it sees how many slots are empty.
 """
 
 from __future__ import annotations
@@ -14,108 +29,130 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+import polars as pl
 import torch
 
+from leti import spaces
 from leti.dgl_compat import dgl
-from leti.features import costs
-from leti.spaces import nb201
+from leti.spaces.base import CellGraph
 
-NODE_TYPES: tuple[str, ...] = ("input", "output", "global", *nb201.OPS)
-"""One-hot positions; the ``none`` column is kept (always zero) so op indices match ``nb201.OPS``."""
-COST_FEATURES: tuple[str, ...] = ("mflops", "kparams", "memory_mb", "channels", "spatial")
-"""Extra per-node features: the op's cost over the whole network, and its first-stage shape."""
-NODE_FEATURE_SETS = ("onehot", "onehot+cost", "random")
+GLOBAL = "global"
+NODE_FEATURES = ("onehot", "random")
 ADJACENCIES = ("brp", "identity")
+DIRECTIONS = ("successors", "predecessors")
 
 
-def structure(arch: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Node labels (input, kept ops in edge order, output, global) and data-flow edges (src, dst)."""
-    cell = nb201.parse(arch)
-    kept = [(position, op) for position, op in enumerate(cell) if op != "none"]
-    labels = ["input", *(op for _, op in kept), "output", "global"]
-    node_of = {position: index + 1 for index, (position, _) in enumerate(kept)}
-    output, edges = len(labels) - 2, []
-
-    def producers(cell_node: int) -> list[int]:
-        """Graph nodes whose values sum into NAS-Bench-201 node ``cell_node``."""
-        if cell_node == 0:
-            return [0]
-        return [node_of[p] for p, _ in kept if nb201.EDGES[p][0] == cell_node]
-
-    for position, _ in kept:
-        edges.extend((src, node_of[position]) for src in producers(nb201.EDGES[position][1]))
-    edges.extend((src, output) for src in producers(nb201.NUM_NODES - 1))
-    return labels, edges
+def node_types(space: str) -> tuple[str, ...]:
+    """One-hot columns: the space's node labels, then the global node."""
+    return (*spaces.get(space).GRAPH_NODE_TYPES, GLOBAL)
 
 
-def node_features(labels: list[str], kind: str, arch: str) -> np.ndarray:
-    """Per-node feature rows: one-hot type, optionally costs, or (ablation) random values."""
-    onehot = np.zeros((len(labels), len(NODE_TYPES)), dtype=np.float32)
-    for node, label in enumerate(labels):
-        onehot[node, NODE_TYPES.index(label)] = 1.0
-    if kind == "onehot":
-        return onehot
+def feature_size(space: str) -> int:
+    return len(node_types(space))
+
+
+def reads(graph: CellGraph, adjacency: str = "brp", direction: str = "successors") -> np.ndarray:
+    """``R[i, j] = 1`` when node ``i`` sums node ``j`` in a convolution; node 0 is the global node.
+
+    ``adjacency="identity"`` keeps only the self-loops (BRP-NAS's ablation: nothing is passed).
+    """
+    if adjacency not in ADJACENCIES:
+        raise ValueError(f"unknown adjacency {adjacency!r} (known: {', '.join(ADJACENCIES)})")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r} (known: {', '.join(DIRECTIONS)})")
+    n = len(graph.nodes) + 1
+    matrix = np.eye(n, dtype=np.float32)
+    if adjacency == "brp":
+        matrix[0, 1:] = 1.0
+        for src, dst in graph.edges:
+            reader, read = (src, dst) if direction == "successors" else (dst, src)
+            matrix[reader + 1, read + 1] = 1.0
+    return matrix
+
+
+def node_features(graph: CellGraph, space: str, kind: str = "onehot", arch: str = "") -> np.ndarray:
+    """One row per node (global first): one-hot type, all-zero for an empty slot.
+
+    ``kind="random"`` is BRP-NAS's ablation: the same shape filled with random values, fixed per arch.
+    """
+    types = node_types(space)
+    rows = np.zeros((len(graph.nodes) + 1, len(types)), dtype=np.float32)
     if kind == "random":
         seed = int(hashlib.sha256(arch.encode()).hexdigest()[:8], 16)
-        return np.random.default_rng(seed).random(onehot.shape, dtype=np.float32)
-    if kind == "onehot+cost":
-        return np.hstack([onehot, np.stack([_cost_row(label) for label in labels])])
-    raise KeyError(f"unknown node features {kind!r} (known: {', '.join(NODE_FEATURE_SETS)})")
+        return np.random.default_rng(seed).random(rows.shape, dtype=np.float32)
+    if kind != "onehot":
+        raise ValueError(f"unknown node features {kind!r} (known: {', '.join(NODE_FEATURES)})")
+    rows[0, types.index(GLOBAL)] = 1.0
+    for slot, label in enumerate(graph.nodes, start=1):
+        if label is not None:
+            rows[slot, types.index(label)] = 1.0
+    return rows
 
 
-def _cost_row(label: str) -> np.ndarray:
-    config = nb201.NetworkConfig()
-    (channels, size), *_ = costs.stage_shapes(config)
-    if label in nb201.OPS:
-        cost = costs.op_costs(config)[label]
-        return np.array([cost.flops / 1e8, cost.params / 1e5, cost.memory_bytes / 1e6, channels / 64, size / 32], dtype=np.float32)
-    if label == "input":
-        return np.array([0, 0, 0, 3 / 64, config.input_size / 32], dtype=np.float32)
-    if label == "output":
-        return np.array([0, 0, 0, channels * 4 / 64, size / 4 / 32], dtype=np.float32)
-    return np.zeros(len(COST_FEATURES), dtype=np.float32)
+@lru_cache(maxsize=200_000)
+def cell_graph(space: str, arch: str) -> CellGraph:
+    """The space's graph of ``arch`` (from the graphs table when :func:`preload` has seen it)."""
+    return _preloaded.get((space, arch)) or spaces.get(space).graph(arch)
 
 
-@lru_cache(maxsize=100_000)
-def _arrays(arch: str, node_feature_kind: str, adjacency: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(src, dst, node features) of one cell's graph; the global node is the last node."""
-    labels, edges = structure(arch)
-    n, glob = len(labels), len(labels) - 1
-    if adjacency == "brp":
-        src = [s for s, _ in edges] + list(range(glob)) + [glob] * glob
-        dst = [d for _, d in edges] + [glob] * glob + list(range(glob))
-    elif adjacency == "identity":
-        src, dst = [], []
-    else:
-        raise KeyError(f"unknown adjacency {adjacency!r} (known: {', '.join(ADJACENCIES)})")
-    src += list(range(n))
-    dst += list(range(n))
-    return np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64), node_features(labels, node_feature_kind, arch)
+_preloaded: dict[tuple[str, str], CellGraph] = {}
 
 
-def build_graph(arch: str, node_feature_kind: str = "onehot", adjacency: str = "brp"):
-    """The DGL graph of ``arch`` with node features in ``ndata['x']``; the global node is last."""
-    return batch_graphs([arch], node_feature_kind, adjacency)
+@lru_cache(maxsize=200_000)
+def _dense_one(space: str, arch: str, node_feature_kind: str, adjacency: str, direction: str) -> tuple[np.ndarray, np.ndarray]:
+    graph = cell_graph(space, arch)
+    return reads(graph, adjacency, direction), node_features(graph, space, node_feature_kind, arch)
 
 
-def batch_graphs(archs: Sequence[str], node_feature_kind: str = "onehot", adjacency: str = "brp"):
-    """The ``dgl.batch`` of the cells' graphs, built in one call.
+def dense(
+    archs: Sequence[str], space: str, node_feature_kind: str = "onehot", adjacency: str = "brp", direction: str = "successors"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, N, N)`` reads-matrices and ``(B, N, F)`` node features of the cells, global node first."""
+    parts = [_dense_one(space, arch, node_feature_kind, adjacency, direction) for arch in archs]
+    if not parts:
+        raise ValueError("no cells to featurize")
+    return torch.from_numpy(np.stack([a for a, _ in parts])), torch.from_numpy(np.stack([x for _, x in parts]))
 
-    Building each small graph and batching them costs about a millisecond per cell in DGL; offsetting
-    the cached edge arrays and making one graph is ~50x faster, which keeps predicting all 15625
-    cells within seconds. The result is a regular batched graph (``batch_num_nodes`` is set).
+
+def to_dgl(archs: Sequence[str], space: str, node_feature_kind: str = "onehot", adjacency: str = "brp", direction: str = "successors"):
+    """The cells as one batched DGL graph: an edge ``j -> i`` for each read, features in ``ndata['x']``.
+
+    ``dgl.nn.GraphConv(norm="none")`` on it computes exactly the GCN's dense convolution (tested).
     """
-    parts = [_arrays(arch, node_feature_kind, adjacency) for arch in archs]
-    sizes = np.array([len(x) for _, _, x in parts], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    src = np.concatenate([s + o for (s, _, _), o in zip(parts, offsets)])
-    dst = np.concatenate([d + o for (_, d, _), o in zip(parts, offsets)])
-    graph = dgl().graph((torch.from_numpy(src), torch.from_numpy(dst)), num_nodes=int(sizes.sum()))
-    graph.ndata["x"] = torch.from_numpy(np.concatenate([x for _, _, x in parts]))
-    graph.set_batch_num_nodes(torch.from_numpy(sizes))
-    graph.set_batch_num_edges(torch.tensor([len(s) for s, _, _ in parts], dtype=torch.int64))
-    return graph
+    graphs = []
+    for arch in archs:
+        matrix, features = _dense_one(space, arch, node_feature_kind, adjacency, direction)
+        readers, read = np.nonzero(matrix)
+        graph = dgl().graph((torch.from_numpy(read), torch.from_numpy(readers)), num_nodes=len(matrix))
+        graph.ndata["x"] = torch.from_numpy(features)
+        graphs.append(graph)
+    return dgl().batch(graphs)
 
 
-def feature_size(node_feature_kind: str) -> int:
-    return len(NODE_TYPES) + (len(COST_FEATURES) if node_feature_kind == "onehot+cost" else 0)
+# --- the graphs table (the ``featurize`` stage's out) ---------------------------------------------
+
+
+def graph_table(archs: Sequence[str], space: str) -> pl.DataFrame:
+    """Rows of ``leti.tables.GRAPHS``: each cell's node labels and data-flow edges."""
+    rows = []
+    for arch in archs:
+        graph = spaces.get(space).graph(arch)
+        rows.append(
+            {
+                "space": space,
+                "arch": arch,
+                "nodes": list(graph.nodes),
+                "edge_src": [src for src, _ in graph.edges],
+                "edge_dst": [dst for _, dst in graph.edges],
+            }
+        )
+    schema = {"space": pl.String, "arch": pl.String, "nodes": pl.List(pl.String), "edge_src": pl.List(pl.Int32), "edge_dst": pl.List(pl.Int32)}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def preload(table: pl.DataFrame) -> None:
+    """Use the graphs of a graphs table (the ``featurize`` stage's out) instead of recomputing them."""
+    for space, arch, nodes, src, dst in table.select("space", "arch", "nodes", "edge_src", "edge_dst").iter_rows():
+        _preloaded[(space, arch)] = CellGraph(tuple(nodes), tuple(zip(src, dst)))
+    cell_graph.cache_clear()
+    _dense_one.cache_clear()

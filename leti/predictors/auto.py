@@ -41,7 +41,7 @@ class AutoPredictor(Predictor):
     family = "auto"
 
     def __init__(self, candidates: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> None:
-        super().__init__(candidates=candidates or DEFAULT_CANDIDATES, seed=seed)
+        super().__init__(candidates=candidates, seed=seed)
         self.best: Predictor | None = None
 
     @property
@@ -54,7 +54,7 @@ class AutoPredictor(Predictor):
         if not len(val_archs):
             raise ValueError("auto predictor needs validation cells to choose a family (--val-size > 0)")
         fitted, val_predictions = {}, {}
-        for family, params in self.params["candidates"].items():
+        for family, params in (self.params["candidates"] or DEFAULT_CANDIDATES).items():
             predictor = make_predictor(family, **with_seed(family, params, self.params["seed"]))
             fitted[family] = predictor.fit(archs, latency_ms, val_archs, val_latency_ms)
             val_predictions[family] = predictor.predict(val_archs)
@@ -65,6 +65,9 @@ class AutoPredictor(Predictor):
         if self.best is None:
             raise RuntimeError("auto predictor is not fitted")
         return self.best.predict(archs)
+
+    def feature_schema(self) -> dict:
+        return self.best.feature_schema() if self.best is not None else {"input": "arch"}
 
     def save_state(self, folder: Path) -> None:
         self.best.save(folder / "best")

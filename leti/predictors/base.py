@@ -48,11 +48,34 @@ class Predictor(ABC):
     def load_state(self, folder: Path) -> None:
         """Read the fitted state written by :meth:`save_state`."""
 
-    def save(self, folder: str | Path) -> Path:
+    def feature_schema(self) -> dict[str, Any]:
+        """What the family computes from an arch string before predicting, recorded when saved.
+
+        The default covers families with a ``feature_set`` parameter; others override it.
+        """
+        from leti import features
+
+        feature_set = self.params.get("feature_set")
+        if feature_set is None:
+            return {"input": "arch"}
+        return {"input": "arch", "feature_set": feature_set, "features": features.names(feature_set)}
+
+    def save(self, folder: str | Path, space: str | None = None, statistic: str | None = None) -> Path:
+        """Write ``predictor.json`` and the fitted state into ``folder``.
+
+        ``predictor.json`` records what the predictor answers: the search space its arch strings
+        belong to, the latency statistic it learned (``min_ms``, ``median_ms``, ...), and its feature
+        schema, so a loaded predictor can be checked against the question asked of it.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "predictor.json").write_text(
-            json.dumps({"family": self.family, "params": self.params}, indent=2, sort_keys=True)
-        )
+        record = {
+            "family": self.family,
+            "params": self.params,
+            "space": space,
+            "statistic": statistic,
+            "feature_schema": self.feature_schema(),
+        }
+        (folder / "predictor.json").write_text(json.dumps(record, indent=2, sort_keys=True))
         self.save_state(folder)
         return folder

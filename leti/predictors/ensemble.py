@@ -37,14 +37,15 @@ class EnsemblePredictor(Predictor):
     family = "ensemble"
 
     def __init__(self, members: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> None:
-        super().__init__(members=members or DEFAULT_MEMBERS, seed=seed)
+        super().__init__(members=members, seed=seed)
         self.members: dict[str, Predictor] = {}
         self.weights: np.ndarray | None = None
 
     def _make_members(self) -> dict[str, Predictor]:
         from leti.predictors import make_predictor, with_seed
 
-        return {family: make_predictor(family, **with_seed(family, params, self.params["seed"])) for family, params in self.params["members"].items()}
+        members = self.params["members"] or DEFAULT_MEMBERS
+        return {family: make_predictor(family, **with_seed(family, params, self.params["seed"])) for family, params in members.items()}
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> EnsemblePredictor:
         self.members = self._make_members()
@@ -61,6 +62,10 @@ class EnsemblePredictor(Predictor):
         if self.weights is None:
             raise RuntimeError("ensemble predictor is not fitted")
         return np.column_stack([m.predict(archs) for m in self.members.values()]) @ self.weights
+
+    def feature_schema(self) -> dict:
+        members = self.members or self._make_members()
+        return {"input": "arch", "members": {family: member.feature_schema() for family, member in members.items()}}
 
     def save_state(self, folder: Path) -> None:
         for family, member in self.members.items():

@@ -22,6 +22,9 @@ class FlopsPredictor(Predictor):
         super().__init__()
         self.coef: np.ndarray | None = None  # (intercept ms, ms per MFLOP)
 
+    def feature_schema(self) -> dict:
+        return {"input": "arch", "features": ["mflops"]}
+
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> FlopsPredictor:
         x = np.column_stack([np.ones(len(archs)), mflops(archs)])
         self.coef, *_ = np.linalg.lstsq(x, np.asarray(latency_ms, dtype=np.float64), rcond=None)

@@ -25,10 +25,13 @@ from leti.spaces import nb201
 class LayerwisePredictor(Predictor):
     family = "layerwise"
 
-    def __init__(self, lookup: str | None = None, network: dict | None = None, statistic: str = "median_ms") -> None:
+    def __init__(
+        self, lookup: str | None = None, network: dict | None = None, statistic: str = "median_ms", config_id: str | None = None
+    ) -> None:
         """``network``: the ``NetworkConfig`` keys the lookup table was measured for (default: CIFAR);
-        ``statistic``: which summary of each operator's runs the lookup sums."""
-        super().__init__(lookup=lookup, network=network, statistic=statistic)
+        ``statistic``: which summary of each operator's runs the lookup sums; ``config_id``: which
+        measurement configuration of the lookup folder to use (needed once it holds several)."""
+        super().__init__(lookup=lookup, network=network, statistic=statistic, config_id=config_id)
         self.costs_ms: np.ndarray | None = None  # fixed part, then one cost per op of nb201.OPS
         self.lookup_table: pl.DataFrame | None = None  # op_key -> latency_ms, when measured
 
@@ -38,12 +41,20 @@ class LayerwisePredictor(Predictor):
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> LayerwisePredictor:
         if self.params["lookup"]:
-            self.lookup_table = layerwise.lookup_from_folder(self.params["lookup"], self.params["statistic"])
+            self.lookup_table = layerwise.lookup_from_folder(
+                self.params["lookup"], self.params["statistic"], self.params["config_id"]
+            )
             return self
         # The six counts always sum to 6, so the intercept and the op costs are collinear; lstsq's
         # minimum-norm solution picks one decomposition, predictions are the same for any.
         self.costs_ms, *_ = np.linalg.lstsq(self._design(archs), np.asarray(latency_ms, dtype=np.float64), rcond=None)
         return self
+
+    def feature_schema(self) -> dict:
+        if self.params["lookup"]:
+            return {"input": "arch", "features": "operator instances (op|c_in|c_out|size|stride) summed from the lookup table",
+                    "network": self.params["network"] or {}}
+        return {"input": "arch", "feature_set": "counts", "features": ["fixed", *features.names("counts")]}
 
     def op_table(self) -> dict[str, float]:
         """The fitted lookup table: fixed part and per-op latency in ms."""

@@ -1,0 +1,24 @@
+"""Search spaces by name. Each is a module implementing :class:`leti.spaces.base.SearchSpace`."""
+
+from __future__ import annotations
+
+from leti.spaces import nb101, nb201
+from leti.spaces.base import CellGraph, SearchSpace
+
+SPACES: dict[str, SearchSpace] = {space.NAME: space for space in (nb201, nb101)}  # type: ignore[misc]
+DEFAULT = nb201.NAME
+
+
+class UnknownSpaceError(ValueError):
+    """A search-space name leti does not know."""
+
+
+def get(name: str) -> SearchSpace:
+    """The space called ``name``; an unknown name fails with one line listing the known ones."""
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise UnknownSpaceError(f"unknown search space {name!r} (known: {', '.join(sorted(SPACES))})") from None
+
+
+__all__ = ["SPACES", "DEFAULT", "CellGraph", "SearchSpace", "UnknownSpaceError", "get"]

@@ -15,8 +15,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
+
+from leti.spaces.base import CellGraph, count_flops, count_params  # noqa: F401 (count_* re-exported)
+
+if TYPE_CHECKING:
+    import torch
+
+    from leti.spaces.nb201_network import TinyNetwork
 
 NAME = "nb201"
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -89,6 +95,15 @@ def format_cell(cell: Sequence[str]) -> str:
     return "+".join(groups)
 
 
+def from_op_indices(indices: Sequence[object]) -> Cell:
+    """The cell of a vector of six op indices in :data:`OPS` order (BRP-NAS's ``arch_vector``)."""
+    if not isinstance(indices, (tuple, list)) or len(indices) != len(EDGES):
+        raise ArchStringError(f"not a NAS-Bench-201 op-index vector (6 indices into {OPS}): {indices!r}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(OPS) for i in indices):
+        raise ArchStringError(f"op indices must be integers 0..{len(OPS) - 1} (order {', '.join(OPS)}): {tuple(indices)!r}")
+    return tuple(OPS[i] for i in indices)
+
+
 def enumerate_cells() -> Iterator[Cell]:
     """All 5^6 = 15625 cells, in base-5 order of :data:`OPS` (not the benchmark's index order)."""
     return itertools.product(OPS, repeat=len(EDGES))
@@ -139,100 +154,19 @@ def sample_valid(n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(valid, n)
 
 
-# --- PyTorch network, as NAS-Bench-201 defines it -------------------------------------------------
+# --- PyTorch network, as NAS-Bench-201 defines it (modules in ``nb201_network``) ----------------
+
+NETWORK_MODULES = ("ReLUConvBN", "Zero", "make_op", "InferCell", "ResNetBasicBlock", "TinyNetwork")
 
 
-class ReLUConvBN(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(c_out),
-        )
+def __getattr__(name: str):  # noqa: ANN202 - the torch modules, imported on first use
+    """``nb201.TinyNetwork`` and the other torch modules live in ``nb201_network`` and are imported
+    when first asked for: parsing arch strings (``leti predict``) need not import torch."""
+    if name in NETWORK_MODULES:
+        from leti.spaces import nb201_network
 
-
-class Zero(nn.Module):
-    """The ``none`` op: the benchmark multiplies by zero rather than dropping the edge."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(0.0)
-
-
-def make_op(op: str, channels: int) -> nn.Module:
-    if op == "none":
-        return Zero()
-    if op == "skip_connect":
-        return nn.Identity()
-    if op == "nor_conv_1x1":
-        return ReLUConvBN(channels, channels, 1, 1)
-    if op == "nor_conv_3x3":
-        return ReLUConvBN(channels, channels, 3, 1)
-    if op == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    raise ArchStringError(f"unknown NAS-Bench-201 op {op!r}")
-
-
-class InferCell(nn.Module):
-    def __init__(self, cell: Cell, channels: int) -> None:
-        super().__init__()
-        self.sources = [src for _, src in EDGES]
-        self.targets = [dst for dst, _ in EDGES]
-        self.edges = nn.ModuleList(make_op(op, channels) for op in cell)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
-        for node in range(1, NUM_NODES):
-            nodes.append(
-                sum(
-                    layer(nodes[src])
-                    for layer, src, dst in zip(self.edges, self.sources, self.targets)
-                    if dst == node
-                )
-            )
-        return nodes[-1]
-
-
-class ResNetBasicBlock(nn.Module):
-    """The reduction block between stages (stride 2, doubled channels, pooled 1x1 shortcut)."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2)
-        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1)
-        self.downsample = nn.Sequential(
-            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample(x) + self.conv_b(self.conv_a(x))
-
-
-class TinyNetwork(nn.Module):
-    """Stem, three stages of ``cells_per_stage`` cells with reductions between, BN-ReLU-GAP-Linear head."""
-
-    def __init__(
-        self, cell: Cell, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10
-    ) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
-        )
-        layers: list[nn.Module] = []
-        c = channels
-        for stage in range(3):
-            if stage > 0:
-                layers.append(ResNetBasicBlock(c, c * 2))
-                c *= 2
-            layers.extend(InferCell(cell, c) for _ in range(cells_per_stage))
-        self.cells = nn.Sequential(*layers)
-        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.lastact(self.cells(self.stem(x)))
-        return self.classifier(self.global_pooling(out).flatten(1))
+        return getattr(nb201_network, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -245,27 +179,22 @@ class NetworkConfig:
     num_classes: int = 10
 
 
+SMALL_NETWORK = NetworkConfig(input_size=16, channels=8, cells_per_stage=1)
+"""One cell per stage at 8 channels on 16x16 inputs: builds and runs in milliseconds, for tests."""
+
+
 def build_network(arch: str, config: NetworkConfig = NetworkConfig()) -> TinyNetwork:
     """The benchmark's network for ``arch``, in eval mode."""
+    from leti.spaces.nb201_network import TinyNetwork
+
     network = TinyNetwork(parse(arch), config.channels, config.cells_per_stage, config.num_classes)
     return network.eval()
 
 
 def example_input(config: NetworkConfig = NetworkConfig(), batch: int = 1) -> torch.Tensor:
+    import torch
+
     return torch.randn(batch, 3, config.input_size, config.input_size)
-
-
-def count_flops(network: nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of one forward pass as torch's FlopCounterMode counts them (2 per multiply-add)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        network(example)
-    return int(counter.get_total_flops())
-
-
-def count_params(network: nn.Module) -> int:
-    return sum(p.numel() for p in network.parameters())
 
 
 @lru_cache(maxsize=1)
@@ -275,3 +204,80 @@ def canonical_ids() -> dict[str, int]:
     for cell in enumerate_cells():
         ids.setdefault(canonical_form(cell), len(ids))
     return ids
+
+
+# --- The search-space interface (leti.spaces.base.SearchSpace) ------------------------------------
+
+
+def canonical_id(arch: str) -> str:
+    """The isomorphism class of ``arch``: its :func:`canonical_form`, the benchmark's unique string."""
+    return canonical_form(parse(arch))
+
+
+def is_valid(arch: str) -> bool:
+    """A cell is worth measuring iff data reaches the output (BRP-NAS drops the 341 others)."""
+    return has_path(parse(arch))
+
+
+def flops_params(arch: str, config: NetworkConfig = NetworkConfig()) -> tuple[int, int]:
+    """FLOPs and parameters summed from per-op costs, equal to counting the built network."""
+    from leti.features import costs  # the per-op cost tables live with the other NB201 features
+
+    cost = costs.network_cost(arch, config)
+    return cost.flops, cost.params
+
+
+GRAPH_NODE_TYPES: tuple[str, ...] = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "input", "output")
+"""Labels a graph node can carry: ``none`` and ``skip_connect`` slots are empty (``None``)."""
+GRAPH_SLOTS = len(EDGES) + 2
+"""Input, one slot per edge op in cell order, output: BRP-NAS's 8 nodes (``keep_dims=True``)."""
+
+
+def _base_wiring() -> set[tuple[int, int]]:
+    """Data-flow edges between slots before any op is applied: each op slot reads the op slots
+    that end at its source node (or the input slot) and feeds those that start at its target."""
+    output = GRAPH_SLOTS - 1
+    edges = set()
+    for slot, (dst, src) in enumerate(EDGES, start=1):
+        producers = [0] if src == 0 else [s for s, (d, _) in enumerate(EDGES, start=1) if d == src]
+        edges.update((producer, slot) for producer in producers)
+        if dst == NUM_NODES - 1:
+            edges.add((slot, output))
+    return edges
+
+
+def graph(arch: str) -> CellGraph:
+    """BRP-NAS's graph of a cell (eagle's ``get_matrix_and_ops(prune=True, keep_dims=True)``).
+
+    Ops are applied in cell order: a ``none`` slot loses its edges; a ``skip_connect`` slot is
+    bypassed (each predecessor linked to each successor) and left empty; other ops keep their
+    label. Finally every slot on no input->output path is emptied, so a cell without a path has
+    no nodes at all.
+    """
+    cell = parse(arch)
+    edges = _base_wiring()
+    labels: list[str | None] = ["input", *([None] * len(EDGES)), "output"]
+    for slot, op in enumerate(cell, start=1):
+        if op in ("none", "skip_connect"):
+            before = {src for src, dst in edges if dst == slot}
+            after = {dst for src, dst in edges if src == slot}
+            edges = {(src, dst) for src, dst in edges if slot not in (src, dst)}
+            if op == "skip_connect":
+                edges.update((src, dst) for src in before for dst in after)
+        else:
+            labels[slot] = op
+    on_path = _reachable(edges, 0) & _reachable({(d, s) for s, d in edges}, GRAPH_SLOTS - 1)
+    nodes = tuple(label if slot in on_path else None for slot, label in enumerate(labels))
+    kept = tuple(sorted((s, d) for s, d in edges if s in on_path and d in on_path))
+    return CellGraph(nodes, kept)
+
+
+def _reachable(edges: set[tuple[int, int]], start: int) -> set[int]:
+    seen, frontier = {start}, [start]
+    while frontier:
+        node = frontier.pop()
+        for src, dst in edges:
+            if src == node and dst not in seen:
+                seen.add(dst)
+                frontier.append(dst)
+    return seen

@@ -1,0 +1,11 @@
+"""The code file MLflow logs with every leti model (models from code, no pickle): it names the model.
+
+MLflow runs this file when it loads the model, after putting the model's copy of ``leti`` on the
+path; see ``leti.mlflow_model``.
+"""
+
+import mlflow.models
+
+from leti.mlflow_model import PredictorModel
+
+mlflow.models.set_model(PredictorModel())
