@@ -354,6 +354,10 @@ def published_section(results: pl.DataFrame, config: dict[str, Any]) -> str:
         lines += ["", f"| {label} | published acc@10 % | leti acc@1 % | leti acc@5 % | leti acc@10 % | seeds |", "|---|---|---|---|---|---|"]
         for setting, value in figures.items():
             mine = rows.filter((pl.col("study") == label) & (pl.col("setting") == str(setting)))
+            base = next((e for e in entries(config) if e.name == config.get("study_predictor")), None)
+            if not mine.height and label == "batch_size" and base is not None and base.params.get("batch_size") == setting:
+                # the study predictor's own batch size: its main-table runs are that setting
+                mine = rows.filter((pl.col("study") == "main") & (pl.col("predictor") == base.name))
             lines.append(f"| {setting} | {value:.1f} | " + " | ".join(_leti_cell(mine, m) for m in ("acc_1pct", "acc_5pct", "acc_10pct")) + f" | {mine.height} |")
     timing = published.get("predict_seconds")
     if timing:
