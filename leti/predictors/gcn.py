@@ -45,6 +45,8 @@ SETTLE_EPOCHS = 20
 TARGETS = ("seconds", "log")
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 KEEP = ("last", "best")
+MEMBER_KEYS = ("hidden", "layers", "dropout", "layer_norm")
+"""What an ensemble member may change: the model, not the data, the target or the training loop."""
 
 
 def thomas_(tensor: torch.Tensor) -> None:
@@ -72,11 +74,11 @@ class GraphConvolution(nn.Module):
 
 
 class GCN(nn.Module):
-    def __init__(self, in_size: int, hidden: int, layers: int, dropout: float) -> None:
+    def __init__(self, in_size: int, hidden: int, layers: int, dropout: float, layer_norm: bool = True) -> None:
         super().__init__()
         sizes = [in_size] + [hidden] * layers
         self.convs = nn.ModuleList(GraphConvolution(a, b) for a, b in zip(sizes, sizes[1:]))
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.norms = nn.ModuleList((nn.LayerNorm(hidden) if layer_norm else nn.Identity()) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, 1)
 
@@ -119,7 +121,8 @@ class GCNPredictor(Predictor):
         target: str = "seconds",
         precision: str = "float64",
         keep: str = "last",
-        ensemble: int = 1,
+        layer_norm: bool = True,
+        members: list[dict] | None = None,
         node_features: str = "onehot",
         adjacency: str = "brp",
         direction: str = "successors",
@@ -130,7 +133,7 @@ class GCNPredictor(Predictor):
         super().__init__(
             space=space, hidden=hidden, layers=layers, dropout=dropout, lr=lr, weight_decay=weight_decay,
             batch_size=batch_size, epochs=epochs, patience=patience, lr_patience=lr_patience, target=target,
-            precision=precision, keep=keep, ensemble=ensemble, node_features=node_features, adjacency=adjacency,
+            precision=precision, keep=keep, layer_norm=layer_norm, members=members, node_features=node_features, adjacency=adjacency,
             direction=direction, seed=seed, threads=threads, progress=progress,
         )
         self.models: list[GCN] = []
@@ -160,17 +163,24 @@ class GCNPredictor(Predictor):
         for name, allowed in (("target", TARGETS), ("precision", tuple(PRECISIONS)), ("keep", KEEP)):
             if p[name] not in allowed:
                 raise ValueError(f"unknown gcn {name} {p[name]!r} (known: {', '.join(allowed)})")
-        if p["ensemble"] < 1 or p["batch_size"] < 1:
-            raise ValueError("gcn ensemble and batch_size must be at least 1")
+        if p["batch_size"] < 1:
+            raise ValueError("gcn batch_size must be at least 1")
+        unknown = {key for member in self._members() for key in member} - set(MEMBER_KEYS)
+        if unknown:
+            raise ValueError(f"gcn members may change only {', '.join(MEMBER_KEYS)}, not {', '.join(sorted(unknown))}")
+
+    def _members(self) -> list[dict]:
+        """Each ensemble member's changes to the model parameters (one unchanged member by default)."""
+        return list(self.params["members"] or [{}])
 
     def _dense(self, archs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.params
         reads, x = graphs.dense(archs, p["space"], p["node_features"], p["adjacency"], p["direction"])
         return reads.to(self._dtype), x.to(self._dtype)
 
-    def _new_model(self) -> GCN:
-        p = self.params
-        return GCN(graphs.feature_size(p["space"]), p["hidden"], p["layers"], p["dropout"]).to(self._dtype)
+    def _new_model(self, member: dict) -> GCN:
+        p = {**self.params, **member}
+        return GCN(graphs.feature_size(p["space"]), p["hidden"], p["layers"], p["dropout"], p["layer_norm"]).to(self._dtype)
 
     # --- training --------------------------------------------------------------------------------
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> GCNPredictor:
@@ -182,20 +192,20 @@ class GCNPredictor(Predictor):
         val = (*self._dense(val_archs), self._to_target(val_latency_ms)) if len(val_archs) else None
         self.models, self.epochs_run = [], []
         with torch_threads(p["threads"]):
-            for member in range(p["ensemble"]):
-                model, epochs = self._fit_one(train, val, p["seed"] + member)
+            for index, member in enumerate(self._members()):
+                model, epochs = self._fit_one(train, val, member, p["seed"] + index)
                 self.models.append(model)
                 self.epochs_run.append(epochs)
         return self
 
-    def _fit_one(self, train, val, seed: int) -> tuple[GCN, int]:
+    def _fit_one(self, train, val, member: dict, seed: int) -> tuple[GCN, int]:
         from tqdm import tqdm
 
         p = self.params
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         reads, x, y = train
-        model = self._new_model()
+        model = self._new_model(member)
         optimizer = torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"], fused=True)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=p["lr_patience"], threshold=0.01)
         loss_fn = nn.L1Loss(reduction="sum")
@@ -280,7 +290,7 @@ class GCNPredictor(Predictor):
         state = json.loads((folder / "gcn.json").read_text())
         self.target_scale, self.epochs_run = tuple(state["target_scale"]), state["epochs_run"]
         self.models = []
-        for i in range(len(self.epochs_run)):
-            model = self._new_model()
+        for i, member in enumerate(self._members()):
+            model = self._new_model(member)
             model.load_state_dict(torch.load(folder / f"gcn-{i}.pt", weights_only=True))
             self.models.append(model.eval())
