@@ -34,7 +34,7 @@ win on LatBench's GTX 1080 Ti (900 / 100 / rest; acc@1 / acc@5 / acc@10 %):
 - ``node_features="onehot+duplicates"``: a column marking an op that repeats an earlier one on the
   same inputs. On the GTX 1080 Ti the error grew with the number of pools, because TensorFlow
   merges identical pools reading one tensor; over 3 seeds (300 units, one model) 41.3 / 89.0 /
-  97.6 against 39.0 / 86.2 / 97.1 without it. On Adreno 612, where nothing is merged, it is
+  97.6 against 39.0 / 86.2 / 97.1 without it. On Adreno 612, where the errors showed no such pattern, it is
   neutral (3 seeds 33.1 / 85.8 / 94.0; seed 0 without it 32.3 / 85.9 / 94.3).
 
 Kept from the reference because the alternatives lost: the successor direction (predecessors
