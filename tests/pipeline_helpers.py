@@ -34,6 +34,7 @@ def tiny_params(params: dict) -> dict:
     params["measure"]["defaults"].update(runs=3, warmup_runs=1, warmup_seconds=0.0)
     params["train"].update(train_size=3, val_size=2)
     params["train"]["predictors"]["xgboost"]["n_estimators"] = 20
+    params["train"]["predictors"]["gcn"] = {"hidden": 16, "layers": 2, "batch_size": 4, "epochs": 2}
     params["ingest_help"].update(source=str(HELP), devices=["gold_6240"])
     params["report"].update(
         devices=["gold_6240"], seeds=[0], train_size=60, val_size=20, study_device="gold_6240",

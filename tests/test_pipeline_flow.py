@@ -112,7 +112,7 @@ def test_the_run_is_a_dvc_experiment_that_exp_apply_restores(deployed_run: dict,
     (scatter,) = plots["data"]["plots/test_predictions.csv"]
     assert scatter["revisions"] == ["HEAD~1", "HEAD"]
     points = scatter["content"]["data"]["values"]
-    assert sorted({point["rev"] for point in points}) == ["HEAD", "HEAD~1"] and len(points) == 2 * 3 * 3  # 3 predictors x 3 test cells
+    assert sorted({point["rev"] for point in points}) == ["HEAD", "HEAD~1"] and len(points) == 2 * 4 * 3  # 4 predictors x 3 test cells
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project, e2e_home).stdout
 
 
