@@ -65,7 +65,7 @@ def deployed_run(project: Path, prefect_api: str, e2e_home: Path) -> dict:
     for pool in sorted({deployment["work_pool"]["name"] for deployment in deployments}):
         run([*PREFECT, "work-pool", "create", pool, "--type", "process"], project, e2e_home, **server)
     run([*PREFECT, "--no-prompt", "deploy", "--all"], project, e2e_home, **server)
-    run([*PREFECT, "deployment", "run", "leti-pipeline/pipeline", "--param", 'set_params=["measure.part_size=4", "train.seed=1"]',
+    run([*PREFECT, "deployment", "run", "leti-pipeline/pipeline", "--param", 'set_params=["measure.part_size=4", "train.nb201.seed=1"]',
          "--param", "experiment=seed-1"], project, e2e_home, **server)
     worker = run([*PREFECT, "worker", "start", "--pool", "leti-cpu", "--run-once"], project, e2e_home, **server)
     (pipeline_run,) = flow_runs(prefect_api, "leti-pipeline")
@@ -81,10 +81,11 @@ def test_the_deployment_runs_every_dvc_stage_as_a_task(deployed_run: dict, proje
     assert all(task["state_type"] == "COMPLETED" for task in tasks.values())
     (artifact,) = api(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["pipeline-metrics"]}}})
     markdown = artifact["data"]
-    for stage in ("measure@torch-cpu", "measure_ops", "train", "evaluate"):
+    for stage in ("measure@torch-cpu", "measure_ops@torch-cpu", "train@nb201", "evaluate@nb201"):
         assert f"| {stage} | ran |" in markdown
-    assert "| sample | up to date |" in markdown and "| featurize | up to date |" in markdown
-    assert "`metrics.json`" in markdown and "| xgboost |" in markdown
+    assert "| sample@nb201 | up to date |" in markdown and "| featurize@nb101 | up to date |" in markdown
+    assert "| train@nb101 | up to date |" in markdown  # its rows did not change: the measurement resumed
+    assert "`metrics/nb201.json`" in markdown and "`metrics/nb101.json`" in markdown and "| xgboost |" in markdown
 
 
 def test_stage_processes_report_to_the_flows_server(deployed_run: dict, prefect_api: str) -> None:
@@ -97,19 +98,19 @@ def test_stage_processes_report_to_the_flows_server(deployed_run: dict, prefect_
 def test_the_run_is_a_dvc_experiment_that_exp_apply_restores(deployed_run: dict, project: Path, e2e_home: Path) -> None:
     shown = run(["dvc", "exp", "show", "--csv", "--no-pager"], project, e2e_home).stdout
     rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
-    assert rows["seed-1"]["train.seed"] == "1" and rows["seed-1"]["measure.part_size"] == "4"
-    metrics = (project / "metrics.json").read_text()
+    assert rows["seed-1"]["train.nb201.seed"] == "1" and rows["seed-1"]["measure.part_size"] == "4"
+    metrics = (project / "metrics/nb201.json").read_text()
     run(["git", "checkout", "--", "."], project, e2e_home)
     run(["dvc", "checkout", "--force"], project, e2e_home)
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 0
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["nb201"]["seed"] == 0
     run(["dvc", "exp", "apply", "seed-1"], project, e2e_home)
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 1
-    assert (project / "metrics.json").read_text() == metrics
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["nb201"]["seed"] == 1
+    assert (project / "metrics/nb201.json").read_text() == metrics
     commit_all(project, e2e_home, "seed 1")
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], project, e2e_home).stdout)
-    assert any(change.get("diff") for change in diff["metrics.json"].values())
+    assert any(change.get("diff") for change in diff["metrics/nb201.json"].values())
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], project, e2e_home).stdout)
-    (scatter,) = plots["data"]["plots/test_predictions.csv"]
+    (scatter,) = plots["data"]["plots/nb201/test_predictions.csv"]
     assert scatter["revisions"] == ["HEAD~1", "HEAD"]
     points = scatter["content"]["data"]["values"]
     assert sorted({point["rev"] for point in points}) == ["HEAD", "HEAD~1"] and len(points) == 2 * 3 * 3  # 3 predictors x 3 test cells
