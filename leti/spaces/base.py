@@ -92,6 +92,9 @@ class SearchSpace(Protocol):
     def is_valid(self, arch: str) -> bool:
         """Whether the cell computes something from its input (and so is worth measuring)."""
 
+    def describe(self, arch: str) -> dict[str, object]:
+        """The facts ``leti arch`` prints for a cell (canonical arch string first)."""
+
     def sample_valid(self, n: int, seed: int) -> list[str]:
         """``n`` distinct valid cells, drawn uniformly and reproducibly from ``seed``."""
 

@@ -238,6 +238,17 @@ def canonical_id(arch: str) -> str:
     return spec_hash(parse(arch))
 
 
+def describe(arch: str) -> dict[str, object]:
+    """What ``leti arch`` prints for a cell: the pruned arch string, the benchmark's hash, valid."""
+    cell = parse(arch)
+    return {"arch": format_cell(cell), "hash": spec_hash(cell), "valid": True}
+
+
+def describe_spec(matrix: object, ops: object) -> dict[str, object]:
+    """:func:`describe` of a cell in the NAS-Bench-101 API's form (``{"matrix": ..., "ops": ...}``)."""
+    return describe(format_cell(from_spec(matrix, ops)))
+
+
 def is_valid(arch: str) -> bool:
     """Whether ``arch`` is in the space after pruning (a malformed string still raises)."""
     try:

@@ -221,6 +221,14 @@ def is_valid(arch: str) -> bool:
     return has_path(parse(arch))
 
 
+def describe(arch: str) -> dict[str, object]:
+    """What ``leti arch`` prints for a cell: canonical string, path, isomorphism class (its number
+    among the 6466 and the benchmark's unique string)."""
+    cell = parse(arch)
+    form = canonical_form(cell)
+    return {"arch": format_cell(cell), "has_path": has_path(cell), "canonical_id": canonical_ids()[form], "canonical_form": form}
+
+
 def flops_params(arch: str, config: NetworkConfig = NetworkConfig()) -> tuple[int, int]:
     """FLOPs and parameters summed from per-op costs, equal to counting the built network."""
     from leti.spaces import nb201_costs  # counted on torch modules: imported when first needed
