@@ -157,15 +157,15 @@ def study_runs(data: evaluation.DeviceData, config: dict[str, Any], progress: Ca
     for seed in config.get("study_seeds") or config["seeds"][:1]:
         for name, change in (config.get("ablations") or {}).items():
             add("ablation", name, base, {**base.params, **change}, config["train_size"], seed)
-        for size in config.get("train_sizes") or []:
-            for name in config.get("train_size_predictors") or ["gcn"]:
-                add("train_size", str(size), by_name[name], by_name[name].params, size, seed)
         # ``batch_size_epochs`` fixes the epochs of every batch size (a budget study); by default each
         # batch size trains as the base entry does, early stopping included, as BRP-NAS's study did.
         epochs = config.get("batch_size_epochs")
         for batch in config.get("batch_sizes") or []:
             change = {"batch_size": batch, **({"epochs": epochs} if epochs else {})}
             add("batch_size", str(batch), base, {**base.params, **change}, config["train_size"], seed)
+        for size in config.get("train_sizes") or []:  # last: the costliest runs
+            for name in config.get("train_size_predictors") or ["gcn"]:
+                add("train_size", str(size), by_name[name], by_name[name].params, size, seed)
     return runs
 
 

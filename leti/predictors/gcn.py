@@ -180,7 +180,7 @@ class GCNPredictor(Predictor):
 
     def _new_model(self, member: dict) -> GCN:
         p = {**self.params, **member}
-        return GCN(graphs.feature_size(p["space"]), p["hidden"], p["layers"], p["dropout"], p["layer_norm"]).to(self._dtype)
+        return GCN(graphs.feature_size(p["space"], p["node_features"]), p["hidden"], p["layers"], p["dropout"], p["layer_norm"]).to(self._dtype)
 
     # --- training --------------------------------------------------------------------------------
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> GCNPredictor:
