@@ -92,6 +92,24 @@ def test_flat_features_of_a_nb101_cell() -> None:
     assert features.vector(arch, "counts", "nb101").tolist() == [3, 1, 1]
 
 
+def test_duplicate_node_features_mark_repeated_nb101_ops(measured) -> None:
+    from leti.features import graph
+
+    # The README cell: vertices 2 and 3 are both 3x3 convs on the input, so 3 repeats 2; vertex 4
+    # is a 3x3 conv too, but on vertex 3. Global node first, then the 7 slots.
+    rows = graph.node_features(nb101.graph("1333m|111010.00001.0001.100.01.1"), "nb101", "onehot+duplicates")
+    assert rows.shape == (8, graph.feature_size("nb101", "onehot+duplicates"))
+    assert rows[:, -1].tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
+    assert np.array_equal(rows[:, :-1], graph.node_features(nb101.graph("1333m|111010.00001.0001.100.01.1"), "nb101"))
+    pools = graph.node_features(nb101.graph("mm|110.01.1"), "nb101", "onehot+duplicates")  # two pools on the input; padding repeats nothing
+    assert pools[:, -1].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
+    _, store, _ = measured
+    data = evaluation.load_device(store, "torch-cpu", "nb101")
+    gcn = predictors.make_predictor("gcn", **predictors.with_defaults("gcn", {**SMALL_GCN, "node_features": "onehot+duplicates"},
+                                                                       {"space": "nb101"}))
+    assert gcn.fit(data.archs[:60], data.latency_ms[:60]).predict(data.archs[60:70]).shape == (10,)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILY_PARAMS))
 def test_every_family_learns_nb101_cells(family: str, measured, tmp_path: Path) -> None:
     _, store, _ = measured
