@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from leti import params
 from pipeline_helpers import ROOT, commit_all, environment, free_port, run, serving
 
 pytestmark = pytest.mark.slow
@@ -88,10 +90,14 @@ def test_the_deployment_runs_every_dvc_stage_as_a_task(deployed_run: dict, proje
     assert "`metrics/nb201.json`" in markdown and "`metrics/nb101.json`" in markdown and "| xgboost |" in markdown
 
 
-def test_stage_processes_report_to_the_flows_server(deployed_run: dict, prefect_api: str) -> None:
-    """The measure stage's own Prefect flow ran against this server: no temporary server of its own."""
-    (measure_run,) = flow_runs(prefect_api, "leti-measure")
-    assert measure_run["state_type"] == "COMPLETED"
+def test_stage_processes_report_to_the_flows_server(deployed_run: dict, project: Path, prefect_api: str) -> None:
+    """The measure stages' own Prefect flows ran against this server: no temporary server of their own.
+    Each measure@<device> runs one flow per space the device measures."""
+    config = project / "params.yaml"
+    expected = sum(len(params.device_spaces(device, config)) for device in params.load(config)["devices"])
+    measure_runs = flow_runs(prefect_api, "leti-measure")
+    assert expected == 3 and len(measure_runs) == expected  # torch-cpu: nb201, nb101; onnxruntime-cpu: nb101
+    assert all(run["state_type"] == "COMPLETED" for run in measure_runs)
     assert "Starting temporary server" not in deployed_run["log"]
 
 
