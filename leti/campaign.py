@@ -37,44 +37,66 @@ import pyarrow as pa
 from leti import preparation, tables
 from leti.devices import BACKENDS, DeviceError, Protocol, Timing, UnknownBackendError, make_backend
 from leti.devices.base import Backend, pinned
-from leti.spaces import nb201
+from leti import spaces
+from leti.spaces import SearchSpace
 
 log = logging.getLogger(__name__)
 
 
+def default_network() -> Any:
+    return spaces.get(spaces.DEFAULT).NetworkConfig()
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
-    """One entry of ``params.yaml``'s ``devices:``: a named device, its backend and options."""
+    """One entry of ``params.yaml``'s ``devices:`` measuring one search space: a named device, its
+    backend and options, the timing protocol, and the network the space's cells are built in (the
+    space's ``NetworkConfig``, which names the space)."""
 
     name: str
     backend: str
     options: dict[str, Any] = field(default_factory=dict)
     protocol: Protocol = Protocol()
-    network: nb201.NetworkConfig = nb201.NetworkConfig()
+    network: Any = field(default_factory=default_network)
+
+    @property
+    def space(self) -> SearchSpace:
+        return spaces.of_network(self.network)
 
     @property
     def config_id(self) -> str:
         """Hash of everything that shapes a timing; a different hash means a different row.
 
         Options enter as the backend states them (``Backend.config_options``: defaults filled in,
-        connection details such as the adb path left out)."""
+        connection details such as the adb path left out); the space and its network shape enter
+        too, so two spaces' cells never share a configuration."""
         payload = {
             "backend": self.backend,
             "options": make_backend(self.backend, self.options).config_options(),
             "protocol": asdict(self.protocol),
+            "space": self.space.NAME,
             "network": asdict(self.network),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_params(cls, name: str, section: dict[str, Any], defaults: dict[str, Any]) -> DeviceConfig:
-        """Build from a ``devices:`` entry; protocol and network keys fall back to ``defaults``."""
+    def from_params(
+        cls, name: str, section: dict[str, Any], defaults: dict[str, Any], space: str = spaces.DEFAULT,
+        network: dict[str, Any] | None = None,
+    ) -> DeviceConfig:
+        """Build from a ``devices:`` entry measuring ``space``.
+
+        Protocol keys fall back to ``defaults`` (``measure.defaults``). The network is the space's
+        ``network`` settings (``measure.networks.<space>``) with any of its keys that the entry or
+        ``defaults`` set on top; a key of another space's network is ignored, so one entry serves
+        every space it measures.
+        """
         merged = {**defaults, **section}
         if "backend" not in merged:
             raise ValueError(f"device {name!r} in params.yaml has no 'backend'")
         protocol_keys = Protocol.__dataclass_fields__.keys()
-        network_keys = nb201.NetworkConfig.__dataclass_fields__.keys()
-        unknown = set(merged) - set(protocol_keys) - set(network_keys) - {"backend", "options"}
+        network_keys = {key for known in spaces.SPACES.values() for key in known.NetworkConfig.__dataclass_fields__}
+        unknown = set(merged) - set(protocol_keys) - network_keys - {"backend", "options", "spaces"}
         if unknown:
             raise ValueError(f"device {name!r} in params.yaml has unknown keys: {sorted(unknown)}")
         if merged["backend"] not in BACKENDS:
@@ -82,12 +104,18 @@ class DeviceConfig:
                 f"device {name!r} in params.yaml names unknown backend {merged['backend']!r} "
                 f"(known: {', '.join(sorted(BACKENDS))})"
             )
+        config_class = spaces.get(space).NetworkConfig
+        own_keys = config_class.__dataclass_fields__.keys()
+        foreign = set(network or {}) - set(own_keys)
+        if foreign:
+            raise ValueError(f"network settings of space {space!r} have unknown keys: {sorted(foreign)} (known: {', '.join(own_keys)})")
+        shape = {**(network or {}), **{k: merged[k] for k in own_keys if k in merged}}
         return cls(
             name=name,
             backend=merged["backend"],
             options=dict(merged.get("options") or {}),
             protocol=Protocol(**{k: merged[k] for k in protocol_keys if k in merged}),
-            network=nb201.NetworkConfig(**{k: merged[k] for k in network_keys if k in merged}),
+            network=config_class(**shape),
         )
 
 
@@ -113,16 +141,24 @@ def device_dir(store: Path, device: str) -> Path:
     return Path(store) / device
 
 
+def space_dir(store: Path, device: str, space: str) -> Path:
+    """Where a device's rows of one space go: ``<store>/<device>/<space>/``. A device folder holds
+    every space measured on it (readers filter on the ``space`` column); the subfolder lets a
+    pipeline stage depend on one space's rows alone."""
+    return device_dir(store, device) / space
+
+
 def default_op_profile_store(store: Path) -> Path:
     """``op_profiles`` beside the latency store (``data/latency`` -> ``data/op_profiles``)."""
     return Path(store).parent / "op_profiles"
 
 
 def finished_archs(store: Path, device: DeviceConfig, include_errors: bool = True) -> set[str]:
-    """Archs already measured on ``device`` with its current config."""
-    if not device_dir(store, device.name).exists():
+    """Archs already measured on ``device`` with its current config (which names the space)."""
+    folder = space_dir(store, device.name, device.space.NAME)
+    if not folder.exists():
         return set()
-    rows = tables.read(device_dir(store, device.name), tables.LATENCY).filter(
+    rows = tables.read(folder, tables.LATENCY).filter(
         (pl.col("device") == device.name) & (pl.col("config_id") == device.config_id)
     )
     if not include_errors:
@@ -152,10 +188,10 @@ def measure_cell(
     ``artifact`` returns what the device runs (waiting for the worker that prepared it);
     ``device_turn`` is held while the device runs it.
     """
-    protocol, network_config = device.protocol, device.network
-    example = nb201.example_input(network_config, protocol.batch)
+    protocol, space = device.protocol, device.space
+    example = space.example_input(device.network, protocol.batch)
     row: dict[str, Any] = {
-        "space": nb201.NAME,
+        "space": space.NAME,
         "arch": arch,
         "device": device.name,
         "backend": device.backend,
@@ -216,10 +252,15 @@ def timed_seconds(row: dict[str, Any]) -> float:
 
 
 def write_part(rows: Sequence[dict[str, Any]], store: Path, device: str, schema: pa.Schema = tables.LATENCY) -> Path:
-    """Append rows as a new part file (atomically); parts are never rewritten."""
+    """Append rows as a new part file (atomically); parts are never rewritten. Rows of a space (all
+    of one) go to ``<store>/<device>/<space>/``, others (per-op lookups) to ``<store>/<device>/``."""
     frame = pl.DataFrame(list(rows), schema=tables.polars_schema(schema), strict=False)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    path = device_dir(store, device) / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    found = set(frame["space"].to_list()) if "space" in frame.columns else set()
+    if len(found) > 1:
+        raise ValueError(f"one part holds one space's rows, not {sorted(found)}")
+    folder = space_dir(store, device, found.pop()) if found else device_dir(store, device)
+    path = folder / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
     return tables.write(frame, path, schema)
 
 
@@ -293,7 +334,8 @@ def artifacts_for(
     """
     network, batch = device.network, device.protocol.batch
     if backend.artifact_format is None:
-        return lambda arch: lambda: backend.prepare(nb201.build_network(arch, network), nb201.example_input(network, batch), workdir)
+        space = device.space
+        return lambda arch: lambda: backend.prepare(space.build_network(arch, network), space.example_input(network, batch), workdir)
     if not prepare_ahead or not preparation.ahead(backend, device.protocol.pin_cpus):
         return lambda arch: lambda: preparation.prepare_artifact(backend, network, batch, arch)
     worker = preparation.preparer(backend, network, batch, preparation.other_cpus(device.protocol.pin_cpus))
@@ -331,17 +373,18 @@ def measure_chunk(
     """
     backend = make_backend(device.backend, device.options)
     cells: list[Cell] = []
-    device_dir(store, device.name).mkdir(parents=True, exist_ok=True)
+    rows_dir = space_dir(store, device.name, device.space.NAME)
+    rows_dir.mkdir(parents=True, exist_ok=True)
 
     def on_device() -> contextlib.AbstractContextManager[None]:
         return device_lock(backend.resource())
 
     host_turn = on_device if backend.times_on_host else contextlib.nullcontext
     device_turn = contextlib.nullcontext if backend.times_on_host else on_device
-    folder = str(device_dir(store, device.name).resolve())
+    folder = str(rows_dir.resolve())
     store_lock = device_lock(f"store-{hashlib.sha256(folder.encode()).hexdigest()[:16]}")
     with tempfile.TemporaryDirectory(prefix=f"leti-{device.name}-") as workdir, store_lock:
-        remove_stale_temp_files(device_dir(store, device.name))
+        remove_stale_temp_files(rows_dir)
         with host_turn():
             started = time.time()
             with device_turn():
@@ -368,7 +411,7 @@ def measure_chunk(
                         if on_cell:
                             on_cell()
                 finally:
-                    write_cells(cells, store, device.name, op_profile_store)
+                    write_cells(cells, store, device, op_profile_store)
                     with device_turn():
                         backend.unstage()
             return ChunkResult(
@@ -378,14 +421,14 @@ def measure_chunk(
             )
 
 
-def write_cells(cells: Sequence[Cell], store: Path, device: str, op_profile_store: Path | None) -> None:
+def write_cells(cells: Sequence[Cell], store: Path, device: DeviceConfig, op_profile_store: Path | None) -> None:
     """The chunk's latency part, then its operator-profile part (when the device profiled)."""
     if not cells:
         return
-    write_part([cell.row for cell in cells], store, device)
+    write_part([cell.row for cell in cells], store, device.name)
     profiles = [op for cell in cells for op in cell.op_profile]
     if profiles:
-        write_part(profiles, op_profile_store or default_op_profile_store(store), device, tables.OP_PROFILE)
+        write_part(profiles, op_profile_store or default_op_profile_store(store), device.name, tables.OP_PROFILE)
 
 
 def pending(archs: Sequence[str], device: DeviceConfig, store: Path, retry_errors: bool = False) -> list[str]:
@@ -436,7 +479,8 @@ def run_campaign(
     )
 
 
-def latency_table(store: Path, device: str | None = None) -> pl.DataFrame:
-    """Successful rows of a latency store (or one device of it)."""
+def latency_table(store: Path, device: str | None = None, space: str | None = None) -> pl.DataFrame:
+    """Successful rows of a latency store (or of one device, or of one space of it)."""
     path = device_dir(store, device) if device else Path(store)
-    return tables.read(path, tables.LATENCY).filter(pl.col("error").is_null())
+    rows = tables.read(path, tables.LATENCY).filter(pl.col("error").is_null())
+    return rows.filter(pl.col("space") == space) if space else rows

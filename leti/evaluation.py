@@ -86,7 +86,7 @@ class TrainingData:
     statistic: str
     archs: list[str]
     latency_ms: np.ndarray
-    rows_read: int  # successful rows of the device in the store
+    rows_read: int  # successful rows of the device and its space in the store
     other_config: int  # rows of another measurement configuration (an older protocol), left out
     not_sampled: int  # rows of archs outside the architectures table, left out
     repeats: int  # older rows of a cell measured again under the same configuration, left out
@@ -107,14 +107,15 @@ def training_data(
 
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r} (known: {', '.join(STATISTICS)})")
-    rows = campaign.latency_table(Path(store), device.name).filter(pl.col("device") == device.name)
+    space = device.space.NAME
+    rows = campaign.latency_table(Path(store), device.name, space).filter(pl.col("device") == device.name)
     current = rows.filter(pl.col("config_id") == device.config_id)
     sampled = current.filter(pl.col("arch").is_in(list(architectures)))
     kept = sampled.sort("measured_at").unique("arch", keep="last").sort("arch")
     if kept.is_empty():
         raise ValueError(
-            f"{Path(store) / device.name}: no successful rows of {device.name} with its current configuration "
-            f"{device.config_id} for the sampled archs (run `dvc repro measure@{device.name}`)"
+            f"{Path(store) / device.name / space}: no successful rows of {device.name} with its current configuration "
+            f"{device.config_id} for the sampled {space} archs (run `dvc repro measure@{device.name}`)"
         )
     return TrainingData(
         device=device.name,
@@ -139,15 +140,16 @@ class DeviceData:
     excluded_no_path: int  # cells dropped because no input->output path exists (341 in NB201)
 
 
-def load_device(path: str | Path, device: str) -> DeviceData:
-    """Successful rows of ``device`` from a latency store folder or a latency table file.
+def load_device(path: str | Path, device: str, space: str = "nb201") -> DeviceData:
+    """Successful rows of ``device`` for ``space`` from a latency store folder or a latency table file.
 
-    Cells without an input→output path are excluded, as BRP-NAS and HELP do: their networks are
-    only stem, reductions and head, and some devices report near-zero latency for them. Several
-    rows for one cell (repeated campaigns) are averaged.
+    Cells the space calls invalid are excluded, as BRP-NAS and HELP do for NB201's cells without an
+    input→output path: their networks are only stem, reductions and head, and some devices report
+    near-zero latency for them. Several rows for one cell (repeated campaigns) are averaged.
     """
-    from leti import campaign, tables
-    from leti.spaces import nb201
+    from leti import campaign, spaces, tables
+
+    is_valid = spaces.get(space).is_valid
 
     path = Path(path)
     if path.is_dir():
@@ -160,7 +162,11 @@ def load_device(path: str | Path, device: str) -> DeviceData:
         if not rows.filter(pl.col("device") == device).height:
             known = sorted(rows["device"].unique().to_list())
             raise KeyError(f"unknown device {device!r} in {path} (known: {', '.join(known) or 'none'})")
-    rows = rows.filter(pl.col("device") == device).group_by("arch").agg(pl.col("median_ms").mean()).sort("arch")
-    valid = [nb201.has_path(nb201.parse(arch)) for arch in rows["arch"]]
+    rows = rows.filter(pl.col("device") == device)
+    if not rows.filter(pl.col("space") == space).height:
+        known = sorted(rows["space"].unique().to_list())
+        raise KeyError(f"no rows of space {space!r} for device {device!r} in {path} (spaces there: {', '.join(known) or 'none'})")
+    rows = rows.filter(pl.col("space") == space).group_by("arch").agg(pl.col("median_ms").mean()).sort("arch")
+    valid = [is_valid(arch) for arch in rows["arch"]]
     kept = rows.filter(pl.Series(valid))
     return DeviceData(device, kept["arch"].to_list(), kept["median_ms"].to_numpy(), len(valid) - sum(valid))

@@ -1,7 +1,8 @@
 """Import published latency data (HELP, LatBench, any table) into a latency store (``<DIR>/<device>/part-*.parquet``).
 
 Imported rows follow the ``LATENCY`` schema with ``backend="published"``: one sample per cell, so
-median = iqm = mean = min = the published value. A part's file name is a hash of its content, so
+median = iqm = mean = min = the published value. Rows go where measured ones do,
+``<DIR>/<device>/<space>/``. HELP and LatBench released NAS-Bench-201 cells; a table names its space. A part's file name is a hash of its content, so
 ingesting the same source twice writes nothing new and another device only adds its own folder.
 Rows that cannot be read (malformed arch string, unknown op, missing or non-positive latency) are
 listed with their row numbers; nothing is dropped silently.
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import polars as pl
 
-from leti import tables
-from leti.spaces import nb201
+from leti import spaces, tables
+from leti.spaces import nb201  # LatBench keys its cells by NB201 op-index vectors (nb201.from_op_indices)
 
 BACKEND = "published"
 HELP_URL = "https://raw.githubusercontent.com/HayeonLee/HELP/main/data/nasbench201"
@@ -33,6 +34,8 @@ HELP_DEVICES: tuple[str, ...] = (
     "pixel3", "samsung_a50", "samsung_s7", "essential_ph_1",
 )
 UNITS_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 0.001}
+PUBLISHED_SPACE = nb201.NAME
+"""The space of HELP's and LatBench's releases."""
 
 
 @dataclass(frozen=True)
@@ -59,24 +62,25 @@ class IngestResult:
         }
 
 
-def canonical_arch(arch: object) -> str:
-    """The canonical string of an arch string (raises ``ArchStringError`` for a malformed one)."""
-    return nb201.format_cell(nb201.parse(arch))
+def canonicalizer(space: str) -> Callable[[object], str]:
+    """arch string -> its canonical string in ``space`` (raises ``ArchStringError`` for a malformed one)."""
+    chosen = spaces.get(space)
+    return lambda arch: chosen.format_cell(chosen.parse(arch))
 
 
 def check_rows(
-    archs: Sequence[object], latencies_ms: Sequence[object], to_arch: Callable[[object], str] = canonical_arch
+    archs: Sequence[object], latencies_ms: Sequence[object], to_arch: Callable[[object], str]
 ) -> tuple[list[str], list[float], list[BadRow]]:
     """Canonical arch strings and latencies of the good rows, and the reason for each bad one.
 
     ``to_arch`` turns a source's cell (an arch string, or LatBench's op-index vector) into the
-    canonical arch string, raising ``ArchStringError`` when it cannot.
+    canonical arch string, raising the space's ``ArchStringError`` (a ``ValueError``) when it cannot.
     """
     good_archs, good_latency, bad = [], [], []
     for row, (arch, latency) in enumerate(zip(archs, latencies_ms, strict=True)):
         try:
             canonical = to_arch(arch)
-        except nb201.ArchStringError as error:
+        except ValueError as error:
             bad.append(BadRow(row, str(error)))
             continue
         if latency is None or (isinstance(latency, float) and math.isnan(latency)):
@@ -90,12 +94,12 @@ def check_rows(
     return good_archs, good_latency, bad
 
 
-def latency_frame(archs: Sequence[str], latency_ms: Sequence[float], device: str, source: str) -> pl.DataFrame:
+def latency_frame(archs: Sequence[str], latency_ms: Sequence[float], device: str, source: str, space: str) -> pl.DataFrame:
     """Rows of the LATENCY table for published values (one sample each)."""
     n = len(archs)
     config_id = hashlib.sha256(json.dumps({"backend": BACKEND, "source": source}).encode()).hexdigest()[:16]
     columns = {
-        "space": [nb201.NAME] * n,
+        "space": [space] * n,
         "arch": list(archs),
         "device": [device] * n,
         "backend": [BACKEND] * n,
@@ -114,15 +118,18 @@ def latency_frame(archs: Sequence[str], latency_ms: Sequence[float], device: str
     ).select(list(schema))
 
 
-def store_part(frame: pl.DataFrame, store: Path, device: str) -> Path | None:
-    """Append ``frame`` as a content-hashed part; None when an identical part already exists."""
+def store_part(frame: pl.DataFrame, store: Path, device: str, space: str) -> Path | None:
+    """Append ``frame`` as a content-hashed part in ``<store>/<device>/<space>/``; None when an
+    identical part is already under the device's folder (also where stores put parts before spaces
+    had folders of their own)."""
     buffer = io.BytesIO()
     frame.select("arch", "device", "source", "median_ms").write_csv(buffer)
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
-    path = Path(store) / device / f"part-published-{digest}.parquet"
-    if path.exists():
+    name = f"part-published-{digest}.parquet"
+    folder = Path(store) / device
+    if folder.is_dir() and any(folder.rglob(name)):
         return None
-    return tables.write(frame, path, tables.LATENCY)
+    return tables.write(frame, folder / space / name, tables.LATENCY)
 
 
 def ingest_rows(
@@ -131,17 +138,18 @@ def ingest_rows(
     device: str,
     source: str,
     store: Path,
-    to_arch: Callable[[object], str] = canonical_arch,
+    space: str = PUBLISHED_SPACE,
+    to_arch: Callable[[object], str] | None = None,
 ) -> IngestResult:
     if not device or "/" in device:
         raise ValueError(f"invalid device name {device!r}")
-    good_archs, good_latency, bad = check_rows(archs, latencies_ms, to_arch)
+    good_archs, good_latency, bad = check_rows(archs, latencies_ms, to_arch or canonicalizer(space))
     duplicates = len(good_archs) - len(set(good_archs))
     if duplicates:
         raise ValueError(f"{source}: {duplicates} arch strings appear more than once for device {device!r}")
     written = None
     if good_archs:
-        written = store_part(latency_frame(good_archs, good_latency, device, source), store, device)
+        written = store_part(latency_frame(good_archs, good_latency, device, source, space), store, device, space)
     return IngestResult(device, source, len(good_archs), bad, written)
 
 
@@ -209,7 +217,7 @@ def ingest_help(location: str | Path, store: Path, devices: Sequence[str] | None
             raise ValueError(f"{root}/latency/{device}.pt: expected a list of {len(arch_to_index)} latencies")
         archs = list(arch_to_index)
         latencies = [values[arch_to_index[arch]] for arch in archs]
-        results.append(ingest_rows(archs, latencies, device, "help", store))
+        results.append(ingest_rows(archs, latencies, device, "help", store, PUBLISHED_SPACE))
     return results
 
 
@@ -295,7 +303,7 @@ def ingest_latbench(paths: Sequence[str | Path], store: Path, device: str | None
         seconds = list(data.values())
         milliseconds = [v * 1000.0 if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in seconds]
         name = device or latbench_device(location)
-        results.append(ingest_rows(list(data), milliseconds, name, "latbench", store, to_arch=_latbench_arch))
+        results.append(ingest_rows(list(data), milliseconds, name, "latbench", store, PUBLISHED_SPACE, to_arch=_latbench_arch))
     return results
 
 
@@ -320,8 +328,7 @@ def ingest_table(
     path: Path, space: str, device: str, arch_column: str, latency_column: str, unit: str, store: Path
 ) -> IngestResult:
     """Import a CSV/Parquet table of arch strings and latencies; ``source`` is the file name."""
-    if space != nb201.NAME:
-        raise ValueError(f"unsupported space {space!r} (known: {nb201.NAME})")
+    spaces.get(space)  # an unknown space fails here, in one line
     if unit not in UNITS_TO_MS:
         raise ValueError(f"unknown unit {unit!r} (known: {', '.join(UNITS_TO_MS)})")
     frame = read_any_table(Path(path))
@@ -333,4 +340,4 @@ def ingest_table(
         latency = latency.cast(pl.Float64, strict=False)
     scale = UNITS_TO_MS[unit]
     values = [None if v is None else v * scale for v in latency.to_list()]
-    return ingest_rows(frame[arch_column].to_list(), values, device, Path(path).name, store)
+    return ingest_rows(frame[arch_column].to_list(), values, device, Path(path).name, store, space)

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import task_run as current_task_run
 
-from leti import campaign, params, tables
+from leti import campaign, params, spaces, tables
 from leti.campaign import DeviceConfig
 from leti.devices import DeviceError
 
@@ -74,11 +74,13 @@ def summary_rows(devices: list[DeviceConfig], todo: dict[str, list[str]], reques
     rows = []
     for device in devices:
         mine = [chunk for chunk in chunks if chunk["device"] == device.name]
+        space = device.space.NAME
         timed = sum(chunk["timed_seconds"] for chunk in mine)
         running = sum(chunk["device_seconds"] for chunk in mine)
         busy = sum(chunk["finished"] - chunk["started"] for chunk in mine)
         rows.append({
             "device": device.name,
+            "space": space,
             "backend": device.backend,
             "requested": requested,
             "skipped": requested - len(todo[device.name]),
@@ -108,17 +110,20 @@ def measure_devices(
     task_retries: int = 2,
     retry_delay_seconds: float = 30.0,
     op_profile_store: str | None = None,
+    space: str = spaces.DEFAULT,
 ) -> dict[str, Any]:
-    """Measure ``archs`` on every named device; returns the summary rows and per-chunk records.
-    Per-operator profiles go to ``op_profile_store`` (default: ``op_profiles`` beside ``store``)."""
+    """Measure ``archs`` (cells of ``space``) on every named device; returns the summary rows and
+    per-chunk records. Per-operator profiles go to ``op_profile_store`` (default: ``op_profiles``
+    beside ``store``)."""
     logger = get_run_logger()
     start = time.monotonic()
-    configs = [params.device(name, params_path) for name in devices]
+    configs = [params.device(name, params_path, space) for name in devices]
     todo = {device.name: campaign.pending(archs, device, Path(store), retry_errors) for device in configs}
     futures = []
     for device in configs:
         chunks = list(campaign.chunked(todo[device.name], chunk_size))
-        logger.info("%s: %d of %d cells to measure in %d chunks", device.name, len(todo[device.name]), len(set(archs)), len(chunks))
+        logger.info("%s: %d of %d %s cells to measure in %d chunks", device.name, len(todo[device.name]), len(set(archs)),
+                    space, len(chunks))
         for index, chunk in enumerate(chunks):
             chunk_task = measure_chunk_task.with_options(
                 task_run_name=f"{device.name}-chunk-{index + 1}", retries=task_retries, retry_delay_seconds=retry_delay_seconds
@@ -145,9 +150,9 @@ def measure_devices(
 
 
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| device | measured | skipped | failed cells | overhead | status |", "|---|---|---|---|---|---|"]
+    lines = ["| device | space | measured | skipped | failed cells | overhead | status |", "|---|---|---|---|---|---|---|"]
     for row in rows[:-1]:
-        lines.append(f"| {row['device']} | {row['measured']} | {row['skipped']} | {row['failed_cells']} | "
+        lines.append(f"| {row['device']} | {row['space']} | {row['measured']} | {row['skipped']} | {row['failed_cells']} | "
                      f"{row['overhead']} | {row['status']} |")
     lines.append(f"\nWall time: {rows[-1]['chunk_seconds']} s")
     return "\n".join(lines)
@@ -172,37 +177,56 @@ def run_measure(devices: list[str], archs: list[str], runner: str = "default", w
     """Run the flow with the chosen task runner, after checking every device name and backend
     (so a typo fails in a second with the name, not after a Prefect server start)."""
     for name in devices:
-        params.device(name, options.get("params_path", "params.yaml"))
+        params.device(name, options.get("params_path", "params.yaml"), options.get("space", spaces.DEFAULT))
     chosen = task_runner(runner, workers, address)
     measure = measure_devices.with_options(task_runner=chosen) if chosen else measure_devices
     return measure(devices=devices, archs=archs, **options)
 
 
-def architectures(path: str | Path) -> list[str]:
-    return tables.read(path, tables.ARCHITECTURES)["arch"].to_list()
+def architectures(path: str | Path, space: str) -> list[str]:
+    """The sampled cells of ``space``: ``<path>/<space>.parquet`` of an architectures folder (the
+    pipeline's ``data/architectures``), or the rows of ``space`` in one architectures table."""
+    path = Path(path)
+    if path.is_dir():
+        table_path = path / f"{space}.parquet"
+        if not table_path.exists():
+            raise FileNotFoundError(f"{table_path}: no sampled {space} cells (is {space} under `spaces:` in params.yaml?)")
+        return tables.read(table_path, tables.ARCHITECTURES)["arch"].to_list()
+    table = tables.read(path, tables.ARCHITECTURES)
+    return table.filter(table["space"] == space)["arch"].to_list()
 
 
 def run_from_params(
     devices: list[str] | None = None,
     params_path: str = "params.yaml",
-    architectures_path: str | Path = "data/architectures.parquet",
+    architectures_path: str | Path = "data/architectures",
     store: str = "data/latency",
     runner: str | None = None,
     workers: int | None = None,
     op_profile_store: str | None = None,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     """Run the flow as ``params.yaml``'s ``measure:`` section says (runner, chunk size, retries),
-    over ``devices`` (default: every entry of ``devices:``)."""
+    over ``devices`` (default: every entry of ``devices:``): one flow run per space, each over the
+    devices that measure it (``params.device_spaces``). Returns each run's result."""
     config = params.section("measure", params_path)
-    return run_measure(
-        devices or list(params.load(params_path).get("devices") or {}),
-        architectures(architectures_path),
-        runner=runner or config.get("runner", "default"),
-        workers=workers or config.get("dask_workers", 2),
-        address=config.get("dask_address"),
-        params_path=params_path,
-        store=store,
-        chunk_size=config["part_size"],
-        retry_errors=config["retry_errors"],
-        op_profile_store=op_profile_store,
-    )
+    names = devices or list(params.load(params_path).get("devices") or {})
+    by_space: dict[str, list[str]] = {}
+    for name in names:
+        for space in params.device_spaces(name, params_path):
+            by_space.setdefault(space, []).append(name)
+    return [
+        run_measure(
+            chosen,
+            architectures(architectures_path, space),
+            runner=runner or config.get("runner", "default"),
+            workers=workers or config.get("dask_workers", 2),
+            address=config.get("dask_address"),
+            params_path=params_path,
+            store=store,
+            chunk_size=config["part_size"],
+            retry_errors=config["retry_errors"],
+            op_profile_store=op_profile_store,
+            space=space,
+        )
+        for space, chosen in by_space.items()
+    ]

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from leti import spaces
 from leti.campaign import DeviceConfig
 
 
@@ -24,11 +25,28 @@ def section(name: str, path: str | Path = "params.yaml") -> dict[str, Any]:
     return params[name]
 
 
-def device(name: str, path: str | Path = "params.yaml") -> DeviceConfig:
-    """The named entry of ``devices:``, with ``measure.defaults`` filling unset protocol keys."""
+def device(name: str, path: str | Path = "params.yaml", space: str = spaces.DEFAULT,
+           network: dict[str, Any] | None = None) -> DeviceConfig:
+    """The named entry of ``devices:`` measuring ``space``: ``measure.defaults`` fill unset protocol
+    keys, and the network is ``network`` or else ``measure.networks.<space>`` (the benchmark's own
+    network where neither says)."""
     params = load(path)
     devices = params.get("devices") or {}
     if name not in devices:
         raise KeyError(f"unknown device {name!r}: params.yaml 'devices' has {', '.join(sorted(devices)) or 'none'}")
-    defaults = (params.get("measure") or {}).get("defaults") or {}
-    return DeviceConfig.from_params(name, devices[name] or {}, defaults)
+    measure = params.get("measure") or {}
+    if network is None:
+        network = (measure.get("networks") or {}).get(spaces.get(space).NAME) or {}
+    return DeviceConfig.from_params(name, devices[name] or {}, measure.get("defaults") or {}, space, network)
+
+
+def device_spaces(name: str, path: str | Path = "params.yaml") -> list[str]:
+    """The spaces ``devices.<name>`` measures: its ``spaces:`` list, else every space under ``spaces:``
+    (NAS-Bench-201 in a params file without one)."""
+    params = load(path)
+    pipeline = list(params.get("spaces") or {}) or [spaces.DEFAULT]
+    entry = (params.get("devices") or {}).get(name) or {}
+    chosen = list(entry.get("spaces") or pipeline)
+    for space in chosen:
+        spaces.get(space)  # an unknown name fails here, in one line
+    return chosen

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
+from leti import spaces
 from leti.devices import Backend, make_backend
-from leti.spaces import nb201
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,11 +44,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LETI_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leti")
 
 
-def artifact_path(backend: Backend, network: nb201.NetworkConfig, batch: int, arch: str) -> Path:
-    """Where the cached file artifact of ``arch`` lives (it may not exist yet)."""
+def artifact_path(backend: Backend, network: Any, batch: int, arch: str) -> Path:
+    """Where the cached file artifact of ``arch`` lives (it may not exist yet); ``network`` is the
+    space's ``NetworkConfig``, which names the space."""
     payload = {
         "format": backend.artifact_format, "options": backend.artifact_options(), "network": asdict(network),
-        "batch": batch, "space": nb201.NAME, "arch": arch, "versions": backend.artifact_versions(),
+        "batch": batch, "space": spaces.of_network(network).NAME, "arch": arch, "versions": backend.artifact_versions(),
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
     return cache_dir() / "artifacts" / str(backend.artifact_format) / key[:2] / f"{key}.{backend.artifact_format}"
@@ -66,7 +67,7 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def prepare_artifact(backend: Backend, network: nb201.NetworkConfig, batch: int, arch: str) -> Path:
+def prepare_artifact(backend: Backend, network: Any, batch: int, arch: str) -> Path:
     """The cached artifact of ``arch``, converting it first if needed (written atomically)."""
     path = artifact_path(backend, network, batch, arch)
     if path.exists():
@@ -75,7 +76,8 @@ def prepare_artifact(backend: Backend, network: nb201.NetworkConfig, batch: int,
     partial = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.{backend.artifact_format}")
     try:
         with one_thread():
-            backend.write_artifact(nb201.build_network(arch, network), nb201.example_input(network, batch), partial)
+            space = spaces.of_network(network)
+            backend.write_artifact(space.build_network(arch, network), space.example_input(network, batch), partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -89,7 +91,7 @@ class PrepareError(RuntimeError):
 class Preparer:
     """One worker process preparing cells in submission order; ``submit`` returns a future path."""
 
-    def __init__(self, backend: Backend, network: nb201.NetworkConfig, batch: int, cpus: list[int] | None) -> None:
+    def __init__(self, backend: Backend, network: Any, batch: int, cpus: list[int] | None) -> None:
         self.backend, self.network, self.batch = backend, network, batch
         self.lock = threading.Lock()
         self.waiting: deque[tuple[str, Future[Path]]] = deque()
@@ -98,7 +100,8 @@ class Preparer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "leti.preparation"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
-        config = {"backend": backend.name, "options": backend.options, "network": asdict(network), "batch": batch, "cpus": cpus}
+        config = {"backend": backend.name, "options": backend.options, "space": spaces.of_network(network).NAME,
+                  "network": asdict(network), "batch": batch, "cpus": cpus}
         self.send(config)
         self.reader = threading.Thread(target=self.read_replies, name="leti-preparer", daemon=True)
         self.reader.start()
@@ -159,10 +162,11 @@ _preparers: dict[str, Preparer] = {}
 _preparers_lock = threading.Lock()
 
 
-def preparer(backend: Backend, network: nb201.NetworkConfig, batch: int, cpus: list[int] | None) -> Preparer:
+def preparer(backend: Backend, network: Any, batch: int, cpus: list[int] | None) -> Preparer:
     """This process's worker for this kind of artifact, started on first use and kept for the next
     chunks (starting one costs seconds: torch's import, a converter's)."""
-    key = json.dumps([backend.name, backend.artifact_options(), asdict(network), batch, cpus, str(cache_dir())], sort_keys=True)
+    key = json.dumps([backend.name, backend.artifact_options(), spaces.of_network(network).NAME, asdict(network), batch, cpus,
+                      str(cache_dir())], sort_keys=True)
     with _preparers_lock:
         worker = _preparers.get(key)
         if worker is None or not worker.alive():
@@ -199,7 +203,7 @@ def worker() -> None:
         os.sched_setaffinity(0, config["cpus"])
     torch.set_num_threads(1)
     backend = make_backend(config["backend"], config["options"])
-    network = nb201.NetworkConfig(**config["network"])
+    network = spaces.get(config["space"]).NetworkConfig(**config["network"])
     for line in sys.stdin:
         arch = json.loads(line)["arch"]
         start = time.perf_counter()

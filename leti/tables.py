@@ -20,7 +20,7 @@ ARCHITECTURES = pa.schema(
     [
         pa.field("space", pa.string(), nullable=False),
         pa.field("arch", pa.string(), nullable=False),
-        pa.field("canonical_id", pa.int64(), nullable=False),
+        pa.field("canonical_id", pa.string(), nullable=False),  # the space's isomorphism class (NB101: the benchmark's hash)
         pa.field("valid", pa.bool_(), nullable=False),
         pa.field("flops", pa.int64()),
         pa.field("params", pa.int64()),

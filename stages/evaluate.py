@@ -1,6 +1,6 @@
-"""Stage `evaluate`: test-set metrics per predictor (DVC metrics) and plots (DVC plots).
+"""Stage `evaluate@<space>`: test-set metrics per predictor (DVC metrics) and plots (DVC plots) of one space.
 
-The same figures per run are in MLflow, logged by the `train` stage; these files are what
+The same figures per run are in MLflow, logged by the `train@<space>` stage; these files are what
 `dvc metrics diff` and `dvc plots diff` compare between commits.
 """
 
@@ -10,30 +10,33 @@ from pathlib import Path
 
 import polars as pl
 
-from leti import params, plots, tables
+from leti import plots, spaces, tables
 from leti.metrics import regression_metrics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--predictions", default="data/predictions.parquet")
-    parser.add_argument("--metrics", default="metrics.json")
-    parser.add_argument("--plots", default="plots")
+    parser.add_argument("--space", default=spaces.DEFAULT)
+    parser.add_argument("--predictions", default="data/predictions/nb201.parquet")
+    parser.add_argument("--metrics", default="metrics/nb201.json")
+    parser.add_argument("--plots", default="plots/nb201")
     args = parser.parse_args()
-    config = params.section("train")
     test = tables.read(args.predictions, tables.PREDICTIONS).filter(pl.col("split") == "test")
     metrics = {}
     for family in test["predictor"].unique(maintain_order=True).to_list():
         rows = test.filter(pl.col("predictor") == family)
         metrics[family] = regression_metrics(rows["measured_ms"].to_numpy(), rows["predicted_ms"].to_numpy())
         metrics[family]["n_test"] = rows.height
+    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
 
     out = Path(args.plots)
     out.mkdir(parents=True, exist_ok=True)
+    devices = ", ".join(sorted(set(test["device"].to_list())))
+    title = f"{spaces.get(args.space).NAME} on {devices}"
     test.select("arch", "predictor", "measured_ms", "predicted_ms").write_csv(out / "test_predictions.csv")
-    plots.predicted_vs_measured(test, out / "predicted_vs_measured.png", config["device"])
-    plots.error_cdf(test, out / "error_cdf.png", f"relative error, {config['device']}")
+    plots.predicted_vs_measured(test, out / "predicted_vs_measured.png", title)
+    plots.error_cdf(test, out / "error_cdf.png", f"relative error, {title}")
     print(json.dumps(metrics, indent=2))
 
 

@@ -1,37 +1,29 @@
-"""Stage `sample`: a seeded sample of valid cells with their FLOPs and parameter counts."""
+"""Stage `sample@<space>`: a seeded sample of valid cells of one space (params `sample.<space>`),
+with their canonical id and the FLOPs and parameter counts of the benchmark's own network."""
 
 import argparse
 
 import polars as pl
 from tqdm import tqdm
 
-from leti import params, tables
-from leti.features import costs
-from leti.spaces import nb201
+from leti import params, spaces, tables
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output", default="data/architectures.parquet")
+    parser.add_argument("--space", default=spaces.DEFAULT, help="a search space under `sample:` (default: %(default)s)")
+    parser.add_argument("--output", default="data/architectures/nb201.parquet")
+    parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
-    config = params.section("sample")
-    if config["space"] != nb201.NAME:
-        raise SystemExit(f"sample: unsupported space {config['space']!r} (supported: {nb201.NAME})")
-    ids = nb201.canonical_ids()
+    space = spaces.get(args.space)
+    config = params.section("sample", args.params)
+    if space.NAME not in config:
+        raise SystemExit(f"sample: params.yaml has no `sample.{space.NAME}` section (n, seed)")
     rows = []
-    for arch in tqdm(nb201.sample_valid(config["n"], config["seed"]), desc="sample", unit="cell"):
-        cell = nb201.parse(arch)
-        cost = costs.network_cost(arch)
-        rows.append(
-            {
-                "space": nb201.NAME,
-                "arch": arch,
-                "canonical_id": ids[nb201.canonical_form(cell)],
-                "valid": nb201.has_path(cell),
-                "flops": cost.flops,
-                "params": cost.params,
-            }
-        )
+    for arch in tqdm(space.sample_valid(config[space.NAME]["n"], config[space.NAME]["seed"]), desc=f"sample {space.NAME}", unit="cell"):
+        flops, parameters = space.flops_params(arch)
+        rows.append({"space": space.NAME, "arch": arch, "canonical_id": space.canonical_id(arch), "valid": space.is_valid(arch),
+                     "flops": flops, "params": parameters})
     tables.write(pl.DataFrame(rows), args.output, tables.ARCHITECTURES)
 
 

@@ -1,14 +1,15 @@
-"""Stage `train`: fit each predictor family on one device's latencies; log, compare and select in MLflow.
+"""Stage `train@<space>`: fit each predictor family on one device's latencies of one space; log, compare and select in MLflow.
 
-Data: the device's rows under its current measurement configuration, for the archs of the
-architectures table, one row per arch; the split is by arch. Every input is tagged on the runs with
+Params: `train.<space>` (sizes, seeds, predictors, selection), and `spaces.<space>.device`, the device
+whose rows it learns. Data: the device's rows of the space under its current measurement
+configuration, for the archs of the architectures table, one row per arch; the split is by arch. Every input is tagged on the runs with
 the md5 DVC computes for it (``data.<name>.dvc_md5``), computed here from what was read.
 
 MLflow: the experiment ``<train.experiment>-<space>-<device>``; one parent run per invocation and a
 child run per family and seed, with params prefixed by family, validation and test metrics, plots,
 the train/validation/test tables as datasets, and the model as a pyfunc. The best child by
 ``train.select`` becomes ``models:/leti-<space>-<device>@champion`` when it beats the champion
-(``leti.registry``). ``--models`` (``models/<device>`` in dvc.yaml) holds this invocation's predictors and
+(``leti.registry``). ``--models`` (``models/<space>/<device>`` in dvc.yaml) holds this invocation's predictors and
 ``mlflow.json`` (its runs and the registry's decision); the registry keeps the history.
 """
 
@@ -27,7 +28,7 @@ import mlflow
 import numpy as np
 import polars as pl
 
-from leti import evaluation, features, mlflow_model, params, plots, predictors, registry, tables, tracking
+from leti import evaluation, features, layerwise, mlflow_model, params, plots, predictors, registry, spaces, tables, tracking
 from leti.features import graph
 from leti.metrics import regression_metrics
 
@@ -39,37 +40,44 @@ def main() -> None:
     # MLflow registers its local-file dataset source for both "" and "file:" and warns that a path is ambiguous.
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", default="data/latency", help="latency store (one folder per device)")
+    parser.add_argument("--space", default=spaces.DEFAULT, help="a search space under `spaces:` (default: %(default)s)")
+    parser.add_argument("--store", default="data/latency", help="latency store (<device>/<space>/ folders)")
     parser.add_argument("--op-latency", default="data/op_latency", help="per-op lookup tables (one folder per device)")
-    parser.add_argument("--architectures", default="data/architectures.parquet")
-    parser.add_argument("--features", default="data/features.parquet")
-    parser.add_argument("--graphs", default="data/graphs.parquet", help="cell graphs for graph predictors (stage featurize)")
+    parser.add_argument("--architectures", default="data/architectures/nb201.parquet")
+    parser.add_argument("--features", default="data/features/nb201.parquet")
+    parser.add_argument("--graphs", default="data/graphs/nb201.parquet", help="cell graphs for graph predictors (stage featurize)")
     parser.add_argument("--models", default="models")
-    parser.add_argument("--predictions", default="data/predictions.parquet")
+    parser.add_argument("--predictions", default="data/predictions/nb201.parquet")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
-    config = params.section("train", args.params)
-    device = params.device(config["device"], args.params)
+    space = spaces.get(args.space).NAME
+    config = params.section("train", args.params).get(space)
+    chosen = (params.section("spaces", args.params) or {}).get(space)
+    if config is None or chosen is None:
+        raise SystemExit(f"train: {args.params} needs `spaces.{space}.device` and a `train.{space}` section")
+    device = params.device(chosen["device"], args.params, space)
     statistic = config.get("statistic", "median_ms")
     rule = registry.Rule.from_params(config.get("select"))
     seeds = config["seed"] if isinstance(config["seed"], list) else [config["seed"]]
 
+    lookup = space in layerwise.SPACES  # the layer-wise family sums measured per-op latencies only there
     inputs = {
-        "latency": f"{args.store}/{device.name}",
-        "op_latency": f"{args.op_latency}/{device.name}",
+        "latency": f"{args.store}/{device.name}/{space}",
+        **({"op_latency": f"{args.op_latency}/{device.name}"} if lookup else {}),
         "architectures": args.architectures,
         "features": args.features,
         "graphs": args.graphs,
     }
     data_tags = tracking.data_tags(inputs)
     architectures = tables.read(args.architectures, tables.ARCHITECTURES)
-    space = one_space(architectures)
+    one_space(architectures, space)
     data = evaluation.training_data(args.store, device, architectures["arch"].to_list(), statistic)
     features.preload(tables.read(args.features, tables.FEATURES))
     graph.preload(tables.read(args.graphs, tables.GRAPHS))
     # What a family may take from the stage (explicit params in params.yaml win).
     supplied = {
-        "lookup": inputs["op_latency"],
+        "space": space,
+        **({"lookup": inputs["op_latency"]} if lookup else {}),
         "config_id": device.config_id,
         "network": dataclasses.asdict(device.network),
         "statistic": statistic,
@@ -154,11 +162,10 @@ def data_only(tags: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in tags.items() if key.startswith("data.")}
 
 
-def one_space(architectures: pl.DataFrame) -> str:
-    spaces = architectures["space"].unique().to_list()
-    if len(spaces) != 1:
-        raise SystemExit(f"train: the architectures table mixes spaces {sorted(spaces)}; train one space at a time")
-    return spaces[0]
+def one_space(architectures: pl.DataFrame, space: str) -> None:
+    found = sorted(set(architectures["space"].to_list()))
+    if found != [space]:
+        raise SystemExit(f"train: the architectures table holds {', '.join(found) or 'no'} cells, not only {space}")
 
 
 def flat(values: dict[str, Any]) -> dict[str, str]:

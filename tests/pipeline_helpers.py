@@ -29,12 +29,22 @@ MAIN_STAGES = {"sample", "measure", "measure_ops", "featurize", "train", "evalua
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
+TINY_GCN = {"hidden": 16, "layers": 2, "batch_size": 16, "epochs": 2}
+
+
 def tiny_params(params: dict) -> dict:
-    params["sample"]["n"] = 8
+    for space in params["spaces"]:
+        params["sample"][space]["n"] = 8
+        params["train"][space].update(train_size=3, val_size=2)
     params["measure"]["defaults"].update(runs=3, warmup_runs=1, warmup_seconds=0.0)
-    params["train"].update(train_size=3, val_size=2)
-    params["train"]["predictors"]["xgboost"]["n_estimators"] = 20
-    params["train"]["predictors"]["gcn"] = {"hidden": 16, "layers": 2, "batch_size": 4, "epochs": 2}
+    params["train"]["nb201"]["predictors"]["xgboost"]["n_estimators"] = 20
+    params["train"]["nb201"]["predictors"]["gcn"] = {**TINY_GCN, "batch_size": 4}
+    nb101 = params["train"]["nb101"]["predictors"]  # every family, each as small as it gets
+    nb101["xgboost"]["n_estimators"] = 20
+    nb101["gcn"].update(TINY_GCN)
+    nb101["ensemble"]["members"]["gcn"].update(TINY_GCN)
+    nb101["ensemble"]["members"]["xgboost"]["n_estimators"] = 20
+    nb101["auto"]["candidates"]["xgboost"]["n_estimators"] = 20
     params["ingest_help"].update(source=str(HELP), devices=["gold_6240"])
     params["report"].update(
         devices=["gold_6240"], seeds=[0], train_size=60, val_size=20, study_device="gold_6240",
@@ -61,19 +71,19 @@ def repro_targets() -> list[str]:
 
 
 def declared_outputs(dvc_yaml: dict, params: dict) -> list[str]:
+    """Every out, metric and plot path of the stages run here, with each ``foreach`` entry's
+    ``${key}`` (a space or a device) and ``${item.device}`` filled in."""
     paths = []
     for name, stage in dvc_yaml["stages"].items():
         if name not in stages_run():
             continue
         keys = stage.get("do", stage)
+        loop = params[stage["foreach"].strip("${}")] if "foreach" in stage else {None: {}}
         for kind in ("outs", "metrics", "plots"):
             for entry in keys.get(kind, []):
                 path = next(iter(entry)) if isinstance(entry, dict) else entry
-                path = path.replace("${train.device}", params["train"]["device"])
-                if "foreach" in stage:
-                    paths += [path.replace("${key}", device) for device in params["devices"]]
-                else:
-                    paths.append(path)
+                for key, item in loop.items():
+                    paths.append(path.replace("${key}", str(key)).replace("${item.device}", str((item or {}).get("device"))))
     return paths
 
 

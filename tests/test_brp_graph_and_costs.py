@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from leti import features
-from leti.features import costs, graph
+from leti.features import graph
 from leti.spaces import nb201
+from leti.spaces import nb201_costs as costs
 
 CELL = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
 

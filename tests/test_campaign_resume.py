@@ -44,13 +44,13 @@ def test_kill_9_mid_campaign_then_resume_loses_and_duplicates_nothing(tmp_path) 
     store = tmp_path / "latency"
     process = leti_measure(params, store, archs)
     deadline = time.monotonic() + 60
-    while len(list((store / "slow-cpu").glob("part-*.parquet"))) < 2:
+    while len(list((store / "slow-cpu" / "nb201").glob("part-*.parquet"))) < 2:
         assert process.poll() is None, f"campaign ended before it could be killed: {process.communicate()}"
         assert time.monotonic() < deadline, "no parts appeared within 60 s"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    before = {part.name: part.read_bytes() for part in (store / "slow-cpu").glob("part-*.parquet")}
+    before = {part.name: part.read_bytes() for part in (store / "slow-cpu" / "nb201").glob("part-*.parquet")}
     rows_before = tables.read(store / "slow-cpu", tables.LATENCY)
     assert 0 < rows_before.height < len(archs)
 
@@ -64,7 +64,7 @@ def test_kill_9_mid_campaign_then_resume_loses_and_duplicates_nothing(tmp_path) 
     assert set(final["arch"]) == set(archs)  # none missing
     assert final["error"].null_count() == final.height
     for name, content in before.items():  # rows from before the kill are untouched
-        assert (store / "slow-cpu" / name).read_bytes() == content
+        assert (store / "slow-cpu" / "nb201" / name).read_bytes() == content
 
 
 def test_a_failing_cell_gets_an_error_row_and_the_campaign_goes_on(tiny_device_config, tmp_path) -> None:

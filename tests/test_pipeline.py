@@ -21,10 +21,10 @@ EXPERIMENT = "leti-nb201-torch-cpu"
 MODEL = "leti-nb201-torch-cpu"
 GOOD = ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|",
         "|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"]
-INPUTS = {"latency": "data/latency/torch-cpu", "op_latency": "data/op_latency/torch-cpu",
-          "architectures": "data/architectures.parquet", "features": "data/features.parquet",
-          "graphs": "data/graphs.parquet"}
-MODELS = Path("models") / "torch-cpu"  # train's --models for train.device
+INPUTS = {"latency": "data/latency/torch-cpu/nb201", "op_latency": "data/op_latency/torch-cpu",
+          "architectures": "data/architectures/nb201.parquet", "features": "data/features/nb201.parquet",
+          "graphs": "data/graphs/nb201.parquet"}
+MODELS = Path("models") / "nb201" / "torch-cpu"  # train@nb201's --models for spaces.nb201.device
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +35,14 @@ def repo(tiny_repo: Path) -> Path:
 def test_every_declared_out_exists(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     outputs = declared_outputs(yaml.safe_load((repo / "dvc.yaml").read_text()), params)
-    assert "metrics.json" in outputs and "data/latency/torch-cpu" in outputs and str(MODELS) in outputs
+    assert "metrics/nb201.json" in outputs and "data/latency/torch-cpu" in outputs and str(MODELS) in outputs
     missing = [path for path in outputs if not (repo / path).exists()]
     assert not missing
 
 
 def test_latency_table_holds_real_measurements(repo: Path) -> None:
-    latency = tables.read(repo / "data/latency/torch-cpu", tables.LATENCY)
-    archs = tables.read(repo / "data/architectures.parquet", tables.ARCHITECTURES)
+    latency = tables.read(repo / "data/latency/torch-cpu/nb201", tables.LATENCY)
+    archs = tables.read(repo / "data/architectures/nb201.parquet", tables.ARCHITECTURES)
     assert latency.height == 8
     assert sorted(latency["arch"]) == sorted(archs["arch"])
     assert latency["error"].null_count() == 8
@@ -51,11 +51,33 @@ def test_latency_table_holds_real_measurements(repo: Path) -> None:
 
 
 def test_metrics_file_has_every_predictor(repo: Path) -> None:
-    metrics = json.loads((repo / "metrics.json").read_text())
+    metrics = json.loads((repo / "metrics/nb201.json").read_text())
     assert set(metrics) == {"gcn", "layerwise", "linear", "xgboost"}
     for values in metrics.values():
         assert {"acc_1pct", "acc_5pct", "acc_10pct", "rmse_ms", "mape", "spearman", "kendall"} <= set(values)
         assert values["n_test"] == 3
+
+
+NB101_CELL = "1333m|111010.00001.0001.100.01.1"
+
+
+def test_nb101_is_measured_on_both_cpus_and_every_family_trained(repo: Path, e2e_home: Path) -> None:
+    archs = tables.read(repo / "data/architectures/nb101.parquet", tables.ARCHITECTURES)
+    assert archs.height == 8 and set(archs["space"]) == {"nb101"}
+    for device in ("torch-cpu", "onnxruntime-cpu"):
+        latency = tables.read(repo / "data/latency" / device / "nb101", tables.LATENCY)
+        assert sorted(latency["arch"]) == sorted(archs["arch"]) and latency["error"].null_count() == 8
+        assert set(latency["space"]) == {"nb101"} and latency["input_shape"].to_list()[0] == [1, 3, 32, 32]
+    assert not (repo / "data/latency/onnxruntime-cpu/nb201").exists()  # that device lists nb101 only
+    metrics = json.loads((repo / "metrics/nb101.json").read_text())
+    assert set(metrics) == set(predictors.FAMILIES) and all(values["n_test"] == 3 for values in metrics.values())
+    version = client(repo).get_model_version_by_alias("leti-nb101-torch-cpu", "champion")
+    assert client(repo).get_run(version.run_id).data.tags["space"] == "nb101"
+    result = run([sys.executable, "-m", "leti", "predict", "--space", "nb101", "--device", "torch-cpu", NB101_CELL, GOOD[0]],
+                 repo, e2e_home, expect=1)
+    [line] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert line["arch"] == NB101_CELL and line["predicted_ms"] > 0
+    assert "arch 2 is malformed" in result.stderr and "NAS-Bench-101" in result.stderr  # an NB201 cell is not NB101's
 
 
 def test_second_repro_does_nothing(repo: Path, e2e_home: Path) -> None:
@@ -68,8 +90,13 @@ def test_second_repro_does_nothing(repo: Path, e2e_home: Path) -> None:
 
 
 def lock_hashes(root: Path) -> dict[str, str]:
-    """Path -> md5 of every out and dep that ``dvc.lock`` under ``root`` records."""
-    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"].values()
+    """Path -> md5 of every out and dep that ``dvc.lock`` under ``root`` records for the stages of its
+    dvc.yaml (a lock keeps the entries of stages dvc.yaml no longer has)."""
+    import subprocess
+
+    names = set(subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=root, check=True,
+                               capture_output=True, text=True).stdout.split())
+    stages = [stage for name, stage in yaml.safe_load((root / "dvc.lock").read_text())["stages"].items() if name in names]
     return {entry["path"]: entry["md5"] for stage in stages for entry in stage.get("outs", []) + stage.get("deps", [])}
 
 
@@ -100,7 +127,7 @@ def http_json(url: str, body: dict | None = None) -> dict:
 
 def test_runs_tag_the_hashes_dvc_lock_records_over_a_stale_lock(repo: Path, e2e_home: Path) -> None:
     lock, committed = lock_hashes(repo), lock_hashes(ROOT)
-    assert lock["data/latency/torch-cpu"] != committed["data/latency/torch-cpu"]  # the clone's lock was stale
+    assert lock["data/latency/torch-cpu"] != committed.get("data/latency/torch-cpu")  # the clone's lock was stale
     commit = run(["git", "rev-parse", "HEAD"], repo, e2e_home).stdout.strip()
     runs = train_runs(repo)
     assert runs
@@ -167,9 +194,9 @@ def test_champion_is_registered_with_its_reason(repo: Path) -> None:
     version = store.get_model_version_by_alias(MODEL, "champion")
     assert version.tags["selection.metric"] == "val_acc_10pct"
     assert version.tags["selection.reason"].startswith("first model")
-    assert version.tags["data.latency.dvc_md5"] == lock_hashes(repo)["data/latency/torch-cpu"]
+    assert version.tags["data.latency.dvc_md5"] == lock_hashes(repo)[INPUTS["latency"]]
     champion_run = store.get_run(version.run_id)
-    assert champion_run.data.tags["data.latency.dvc_md5"] == lock_hashes(repo)["data/latency/torch-cpu"]
+    assert champion_run.data.tags["data.latency.dvc_md5"] == lock_hashes(repo)[INPUTS["latency"]]
     summary = json.loads((repo / MODELS / "mlflow.json").read_text())
     assert summary["registered"] and summary["champion_version"] == str(version.version)
 
@@ -238,7 +265,7 @@ def test_training_against_a_tracking_server(repo: Path, tmp_path: Path, e2e_home
     lock = lock_hashes(repo)
     for run_ in runs:
         tags = {tag["key"]: tag["value"] for tag in run_["data"]["tags"]}
-        assert tags["data.latency.dvc_md5"] == lock["data/latency/torch-cpu"]
+        assert tags["data.latency.dvc_md5"] == lock[INPUTS["latency"]]
     assert alias["run_id"] in {run_["info"]["run_id"] for run_ in runs}
     assert (tmp_path / "artifacts").is_dir() and any((tmp_path / "artifacts").rglob("MLmodel"))
 
@@ -252,13 +279,13 @@ def test_a_changed_protocol_measures_again_and_keeps_splits_apart(repo: Path, tm
     old_champion = client(repo).get_model_version_by_alias(MODEL, "champion")
     run(["dvc", "repro", *repro_targets()], repo, e2e_home)
 
-    latency = tables.read(repo / "data/latency/torch-cpu", tables.LATENCY)
+    latency = tables.read(repo / INPUTS["latency"], tables.LATENCY)
     assert latency["config_id"].n_unique() == 2 and latency.height == 16  # both protocols kept
     ops = tables.read(repo / "data/op_latency/torch-cpu", tables.OP_LATENCY)
     assert ops["config_id"].n_unique() == 2
     new_config = latency.sort("measured_at")["config_id"][-1]
-    predictions = tables.read(repo / "data/predictions.parquet", tables.PREDICTIONS)
-    archs = set(tables.read(repo / "data/architectures.parquet", tables.ARCHITECTURES)["arch"])
+    predictions = tables.read(repo / "data/predictions/nb201.parquet", tables.PREDICTIONS)
+    archs = set(tables.read(repo / INPUTS["architectures"], tables.ARCHITECTURES)["arch"])
     for (family, seed), rows in predictions.group_by(["predictor", "seed"]):
         assert rows.height == 8 and set(rows["arch"]) == archs  # one row per arch: no cell in two splits
         measured = latency.filter(pl.col("config_id") == new_config).select("arch", "min_ms")
@@ -268,7 +295,7 @@ def test_a_changed_protocol_measures_again_and_keeps_splits_apart(repo: Path, tm
     assert champion.version != old_champion.version
     assert "predicts another target" in champion.tags["selection.reason"]
     assert champion.tags["config_id"] == new_config
-    assert champion.tags["data.latency.dvc_md5"] == lock_hashes(repo)["data/latency/torch-cpu"]
+    assert champion.tags["data.latency.dvc_md5"] == lock_hashes(repo)[INPUTS["latency"]]
     dvc_status_clean(repo, e2e_home)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from leti import params
 from pipeline_helpers import ROOT, commit_all, environment, free_port, run, serving
 
 pytestmark = pytest.mark.slow
@@ -65,7 +67,7 @@ def deployed_run(project: Path, prefect_api: str, e2e_home: Path) -> dict:
     for pool in sorted({deployment["work_pool"]["name"] for deployment in deployments}):
         run([*PREFECT, "work-pool", "create", pool, "--type", "process"], project, e2e_home, **server)
     run([*PREFECT, "--no-prompt", "deploy", "--all"], project, e2e_home, **server)
-    run([*PREFECT, "deployment", "run", "leti-pipeline/pipeline", "--param", 'set_params=["measure.part_size=4", "train.seed=1"]',
+    run([*PREFECT, "deployment", "run", "leti-pipeline/pipeline", "--param", 'set_params=["measure.part_size=4", "train.nb201.seed=1"]',
          "--param", "experiment=seed-1"], project, e2e_home, **server)
     worker = run([*PREFECT, "worker", "start", "--pool", "leti-cpu", "--run-once"], project, e2e_home, **server)
     (pipeline_run,) = flow_runs(prefect_api, "leti-pipeline")
@@ -81,35 +83,40 @@ def test_the_deployment_runs_every_dvc_stage_as_a_task(deployed_run: dict, proje
     assert all(task["state_type"] == "COMPLETED" for task in tasks.values())
     (artifact,) = api(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["pipeline-metrics"]}}})
     markdown = artifact["data"]
-    for stage in ("measure@torch-cpu", "measure_ops", "train", "evaluate"):
+    for stage in ("measure@torch-cpu", "measure_ops@torch-cpu", "train@nb201", "evaluate@nb201"):
         assert f"| {stage} | ran |" in markdown
-    assert "| sample | up to date |" in markdown and "| featurize | up to date |" in markdown
-    assert "`metrics.json`" in markdown and "| xgboost |" in markdown
+    assert "| sample@nb201 | up to date |" in markdown and "| featurize@nb101 | up to date |" in markdown
+    assert "| train@nb101 | up to date |" in markdown  # its rows did not change: the measurement resumed
+    assert "`metrics/nb201.json`" in markdown and "`metrics/nb101.json`" in markdown and "| xgboost |" in markdown
 
 
-def test_stage_processes_report_to_the_flows_server(deployed_run: dict, prefect_api: str) -> None:
-    """The measure stage's own Prefect flow ran against this server: no temporary server of its own."""
-    (measure_run,) = flow_runs(prefect_api, "leti-measure")
-    assert measure_run["state_type"] == "COMPLETED"
+def test_stage_processes_report_to_the_flows_server(deployed_run: dict, project: Path, prefect_api: str) -> None:
+    """The measure stages' own Prefect flows ran against this server: no temporary server of their own.
+    Each measure@<device> runs one flow per space the device measures."""
+    config = project / "params.yaml"
+    expected = sum(len(params.device_spaces(device, config)) for device in params.load(config)["devices"])
+    measure_runs = flow_runs(prefect_api, "leti-measure")
+    assert expected == 3 and len(measure_runs) == expected  # torch-cpu: nb201, nb101; onnxruntime-cpu: nb101
+    assert all(run["state_type"] == "COMPLETED" for run in measure_runs)
     assert "Starting temporary server" not in deployed_run["log"]
 
 
 def test_the_run_is_a_dvc_experiment_that_exp_apply_restores(deployed_run: dict, project: Path, e2e_home: Path) -> None:
     shown = run(["dvc", "exp", "show", "--csv", "--no-pager"], project, e2e_home).stdout
     rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
-    assert rows["seed-1"]["train.seed"] == "1" and rows["seed-1"]["measure.part_size"] == "4"
-    metrics = (project / "metrics.json").read_text()
+    assert rows["seed-1"]["train.nb201.seed"] == "1" and rows["seed-1"]["measure.part_size"] == "4"
+    metrics = (project / "metrics/nb201.json").read_text()
     run(["git", "checkout", "--", "."], project, e2e_home)
     run(["dvc", "checkout", "--force"], project, e2e_home)
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 0
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["nb201"]["seed"] == 0
     run(["dvc", "exp", "apply", "seed-1"], project, e2e_home)
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 1
-    assert (project / "metrics.json").read_text() == metrics
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["nb201"]["seed"] == 1
+    assert (project / "metrics/nb201.json").read_text() == metrics
     commit_all(project, e2e_home, "seed 1")
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], project, e2e_home).stdout)
-    assert any(change.get("diff") for change in diff["metrics.json"].values())
+    assert any(change.get("diff") for change in diff["metrics/nb201.json"].values())
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], project, e2e_home).stdout)
-    (scatter,) = plots["data"]["plots/test_predictions.csv"]
+    (scatter,) = plots["data"]["plots/nb201/test_predictions.csv"]
     assert scatter["revisions"] == ["HEAD~1", "HEAD"]
     points = scatter["content"]["data"]["values"]
     assert sorted({point["rev"] for point in points}) == ["HEAD", "HEAD~1"] and len(points) == 2 * 4 * 3  # 4 predictors x 3 test cells

@@ -45,16 +45,16 @@ def digests(path: Path) -> dict[str, str]:
 def test_a_fresh_clone_has_the_whole_layout_and_the_committed_results(clone: Path) -> None:
     for folder in ("data", "models", "flows", "stages", "leti", "tests"):
         assert (clone / folder).is_dir(), folder
-    for name in ("dvc.yaml", "dvc.lock", "params.yaml", "prefect.yaml", "metrics.json", "plots/error_cdf.png"):
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml", "prefect.yaml", "metrics/nb201.json", "plots/nb101/error_cdf.png"):
         assert (clone / name).is_file(), name  # metrics and plots travel by git
-    assert not (clone / "models" / "torch-cpu").exists()  # models and tables travel by the DVC remote
+    assert not (clone / "models" / "nb201" / "torch-cpu").exists()  # models and tables travel by the DVC remote
 
 
 def test_dvc_pull_brings_back_every_output_and_status_is_clean(published: Path, clone: Path, e2e_home: Path) -> None:
     run(["dvc", "pull"], clone, e2e_home)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     outputs = declared_outputs(yaml.safe_load((clone / "dvc.yaml").read_text()), params)
-    assert "models/torch-cpu" in outputs and "data/latency/torch-cpu" in outputs and "metrics.json" in outputs
+    assert "models/nb201/torch-cpu" in outputs and "data/latency/torch-cpu" in outputs and "metrics/nb101.json" in outputs
     for path in outputs:
         assert digests(clone / path) == digests(published / path), path
     assert "Data and pipelines are up to date." in run(["dvc", "status", *repro_targets()], clone, e2e_home).stdout
@@ -62,7 +62,7 @@ def test_dvc_pull_brings_back_every_output_and_status_is_clean(published: Path, 
 
 
 def test_parts_are_readable_by_teammates(published: Path) -> None:
-    parts = list((published / "data" / "latency" / "torch-cpu").glob("part-*.parquet"))
+    parts = list((published / "data" / "latency" / "torch-cpu").rglob("part-*.parquet"))
     assert parts and all(part.stat().st_mode & 0o044 == 0o044 for part in parts)  # group and others may read
 
 

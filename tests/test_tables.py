@@ -82,12 +82,12 @@ def test_read_of_a_missing_file(tmp_path: Path) -> None:
 
 def test_lossless_widening_is_accepted(tmp_path: Path) -> None:
     frame = pl.DataFrame(
-        {"space": ["nb201"], "arch": [ARCH], "canonical_id": pl.Series([3], dtype=pl.Int32),
-         "valid": [True], "flops": pl.Series([10], dtype=pl.Int16), "params": [None]}
+        {"space": ["nb201"], "arch": [ARCH], "canonical_id": ["(0)@nor_conv_3x3"],
+         "valid": [True], "flops": pl.Series([10], dtype=pl.Int16), "params": pl.Series([3], dtype=pl.Int32)}
     )
     back = tables.read(tables.write(frame, tmp_path / "a.parquet", tables.ARCHITECTURES), tables.ARCHITECTURES)
-    assert back.schema["canonical_id"] == pl.Int64
-    assert back.row(0) == ("nb201", ARCH, 3, True, 10, None)
+    assert back.schema["flops"] == back.schema["params"] == pl.Int64
+    assert back.row(0) == ("nb201", ARCH, "(0)@nor_conv_3x3", True, 10, 3)
 
 
 def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:

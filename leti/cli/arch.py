@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from leti import spaces
-from leti.spaces import nb101, nb201
+from leti.spaces import nb101  # --matrix/--ops/--specs read the NAS-Bench-101 API's own spec form
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -47,19 +47,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--matrix, --ops and --specs read NAS-Bench-101 specs; add --space nb101 (not {space.NAME})")
     if not args.archs:
         raise ValueError("give at least one ARCH string")
-    config = nb201.NetworkConfig()
     for arch in args.archs:
-        cell = nb201.parse(arch)
-        info = {
-            "arch": nb201.format_cell(cell),
-            "has_path": nb201.has_path(cell),
-            "canonical_id": nb201.canonical_ids()[nb201.canonical_form(cell)],
-            "canonical_form": nb201.canonical_form(cell),
-        }
+        info = space.describe(arch)
         if not args.no_network:
-            network = nb201.build_network(arch, config)
-            info["flops"] = nb201.count_flops(network, nb201.example_input(config))
-            info["params"] = nb201.count_params(network)
+            info["flops"], info["params"] = space.flops_params(arch)
         print(json.dumps(info))
     return 0
 
@@ -73,26 +64,24 @@ def _run_nb101(args: argparse.Namespace) -> int:
     all_valid = True
     for read in _nb101_cells(args):
         try:
-            cell = read()
+            info = read()
         except nb101.ArchStringError as error:
             all_valid = False
             print(json.dumps({"valid": False, "error": str(error)}), flush=True)
             continue
-        arch = nb101.format_cell(cell)
-        info: dict = {"arch": arch, "hash": nb101.spec_hash(cell), "valid": True}
         if not args.no_network:
-            info["flops"], info["params"] = nb101.flops_params(arch)
+            info["flops"], info["params"] = nb101.flops_params(info["arch"])
         print(json.dumps(info), flush=True)
     return 0 if all_valid else 1
 
 
 def _nb101_cells(args: argparse.Namespace) -> Iterator:
-    """One callable per cell, in input order; calling it reads the cell or raises ArchStringError."""
+    """One callable per cell, in input order; calling it describes the cell or raises ArchStringError."""
     if args.archs:
         for arch in args.archs:
-            yield lambda arch=arch: nb101.parse(arch)
+            yield lambda arch=arch: nb101.describe(arch)
     elif args.specs is None:
-        yield lambda: nb101.from_spec(_json(args.matrix, "--matrix"), [op.strip() for op in args.ops.split(",")])
+        yield lambda: nb101.describe_spec(_json(args.matrix, "--matrix"), [op.strip() for op in args.ops.split(",")])
     else:
         for where, text in _lines(args.specs):
             yield lambda where=where, text=text: _spec_line(where, text)
@@ -109,12 +98,12 @@ def _lines(path: str) -> Iterator[tuple[str, str]]:
                 yield f"{'stdin' if path == '-' else path}:{number}", text
 
 
-def _spec_line(where: str, text: str) -> nb101.Cell:
+def _spec_line(where: str, text: str) -> dict[str, object]:
     spec = _json(text, where)
     if not isinstance(spec, dict) or not {"matrix", "ops"} <= spec.keys():
         raise nb101.ArchStringError(f"{where}: expected an object with \"matrix\" and \"ops\", got {text.strip()!r}")
     try:
-        return nb101.from_spec(spec["matrix"], spec["ops"])
+        return nb101.describe_spec(spec["matrix"], spec["ops"])
     except nb101.ArchStringError as error:
         raise type(error)(f"{where}: {error}") from None
 

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from leti import evaluation, predictors
+from leti import evaluation, predictors, spaces
 
 
 def parse_value(text: str) -> object:
@@ -32,6 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--latency", type=Path, required=True, metavar="PATH", help="latency store folder or latency table file")
     parser.add_argument("--device", required=True)
+    parser.add_argument("--space", default=spaces.DEFAULT, metavar="NAME",
+                        help=f"search space of the cells: {', '.join(sorted(spaces.SPACES))} (default: %(default)s)")
     parser.add_argument("--predictor", required=True, help=f"one of: {', '.join(sorted(predictors.FAMILIES))}")
     parser.add_argument("--train-size", type=int, default=900)
     parser.add_argument("--val-size", type=int, default=100)
@@ -54,14 +56,16 @@ def run(args: argparse.Namespace) -> int:
         overrides[key] = parse_value(value)
     if args.predictor not in predictors.FAMILIES:
         raise KeyError(f"unknown predictor {args.predictor!r} (known: {', '.join(sorted(predictors.FAMILIES))})")
-    data = evaluation.load_device(args.latency, args.device)
-    predictor = predictors.make_predictor(args.predictor, **predictors.with_seed(args.predictor, overrides, args.seed))
+    data = evaluation.load_device(args.latency, args.device, spaces.get(args.space).NAME)
+    supplied = {"seed": args.seed, "space": args.space}
+    predictor = predictors.make_predictor(args.predictor, **predictors.with_defaults(args.predictor, overrides, supplied))
     parts = evaluation.split(len(data.archs), args.train_size, args.val_size, args.seed)
     result = evaluation.evaluate(predictor, data.archs, data.latency_ms, parts)
     metrics = {
         **result.metrics,
         "device": args.device,
         "seed": args.seed,
+        "space": args.space,
         "excluded_no_path": data.excluded_no_path,
     }
     print(

@@ -6,19 +6,21 @@ import argparse
 import json
 from pathlib import Path
 
-from leti import campaign, params, tables
-from leti.spaces import nb201
+from leti import campaign, params, spaces, tables
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "measure",
         help="measure cells on a device; appends to a latency store and resumes after a stop",
-        description="Measure NAS-Bench-201 cells on a device configured under 'devices:' in params.yaml. "
-        "Results are appended as Parquet parts under STORE/DEVICE/; cells already measured with the same "
-        "configuration are skipped, so rerunning after a crash continues where it stopped.",
+        description="Measure cells of a search space on a device configured under 'devices:' in params.yaml, "
+        "each in the network measure.networks.SPACE describes. Results are appended as Parquet parts under "
+        "STORE/DEVICE/SPACE/; cells already measured with the same configuration are skipped, so rerunning "
+        "after a crash continues where it stopped.",
     )
     parser.add_argument("--device", required=True, help="a device name under 'devices:' in the params file")
+    parser.add_argument("--space", default=spaces.DEFAULT, metavar="NAME",
+                        help=f"search space of the cells: {', '.join(sorted(spaces.SPACES))} (default: %(default)s)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--arch", action="append", metavar="ARCH", help="an arch string (repeatable)")
     source.add_argument("--architectures", type=Path, help="an architectures table (Parquet), e.g. data/architectures.parquet")
@@ -38,11 +40,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = params.device(args.device, args.params)
+    space = spaces.get(args.space)
+    device = params.device(args.device, args.params, space.NAME)
     if args.arch:
-        archs = [nb201.format_cell(nb201.parse(arch)) for arch in args.arch]
+        archs = [space.format_cell(space.parse(arch)) for arch in args.arch]
     else:
-        archs = tables.read(args.architectures, tables.ARCHITECTURES)["arch"].to_list()
+        table = tables.read(args.architectures, tables.ARCHITECTURES)
+        others = sorted(set(table["space"].to_list()) - {space.NAME})
+        if others:
+            raise ValueError(f"{args.architectures} holds {', '.join(others)} cells, not {space.NAME} (use --space)")
+        archs = table["arch"].to_list()
     result = campaign.run_campaign(
         archs, device, args.store, part_size=args.part_size, retry_errors=args.retry_errors, progress=not args.no_progress,
         retries=args.retries, backoff_seconds=args.backoff, prepare_ahead=not args.no_prepare_ahead,

@@ -8,30 +8,41 @@ from pathlib import Path
 
 import polars as pl
 
-from leti import layerwise, params
+from leti import layerwise, params, spaces
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "measure-ops",
         help="time each distinct operator instance alone on a device; builds its per-op lookup table",
-        description="Measure every distinct NAS-Bench-201 operator instance (op x input shape x channels x stride) "
-        "alone on a device from params.yaml and append the rows to STORE/DEVICE/. Operators already measured with "
-        "the same configuration are skipped. The table feeds the layer-wise baseline (sum of per-op latencies).",
+        description="Measure every distinct operator instance (op x input shape x channels x stride) of a space's "
+        "networks alone on a device from params.yaml and append the rows to STORE/DEVICE/. Operators already "
+        "measured with the same configuration are skipped. The table feeds the layer-wise baseline (sum of "
+        f"per-op latencies); leti decomposes {', '.join(layerwise.SPACES)} networks into operators.",
     )
     parser.add_argument("--device", required=True, help="a device name under 'devices:' in the params file")
+    parser.add_argument("--space", action="append", metavar="NAME",
+                        help="a space whose operators to time (repeatable; default: every space the device measures "
+                        f"that has an operator decomposition: {', '.join(layerwise.SPACES)})")
     parser.add_argument("--store", type=Path, default=Path("data/op_latency"), help="lookup table folder (default: %(default)s)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    device = params.device(args.device, args.params)
-    rows = layerwise.measure_ops(device, args.store)
-    print(json.dumps({
-        "device": device.name,
-        "operators": rows.height,
-        "failed": rows.filter(pl.col("error").is_not_null()).height,
-        "total_median_ms": round(float(rows["median_ms"].sum()), 4),
-    }))
+    params.device(args.device, args.params)  # an unknown device fails here, in one line
+    chosen = args.space or [space for space in params.device_spaces(args.device, args.params) if space in layerwise.SPACES]
+    (args.store / args.device).mkdir(parents=True, exist_ok=True)  # the stage's out, even with no space to time
+    for space in chosen:
+        device = params.device(args.device, args.params, spaces.get(space).NAME)
+        rows = layerwise.measure_ops(device, args.store)
+        print(json.dumps({
+            "device": device.name,
+            "space": space,
+            "operators": rows.height,
+            "failed": rows.filter(pl.col("error").is_not_null()).height,
+            "total_median_ms": round(float(rows["median_ms"].sum()), 4),
+        }))
+    if not chosen:
+        print(json.dumps({"device": args.device, "operators": 0, "note": "no space of this device has an operator decomposition"}))
     return 0

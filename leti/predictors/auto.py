@@ -40,8 +40,8 @@ def pick(val_latency_ms: np.ndarray, val_predictions: dict[str, np.ndarray]) -> 
 class AutoPredictor(Predictor):
     family = "auto"
 
-    def __init__(self, candidates: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> None:
-        super().__init__(candidates=candidates, seed=seed)
+    def __init__(self, candidates: dict[str, dict[str, Any]] | None = None, seed: int = 0, space: str = "nb201") -> None:
+        super().__init__(candidates=candidates, seed=seed, space=space)
         self.best: Predictor | None = None
 
     @property
@@ -49,13 +49,13 @@ class AutoPredictor(Predictor):
         return self.best.family if self.best is not None else self.family
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> AutoPredictor:
-        from leti.predictors import make_predictor, with_seed
+        from leti.predictors import make_predictor, with_defaults
 
         if not len(val_archs):
             raise ValueError("auto predictor needs validation cells to choose a family (--val-size > 0)")
         fitted, val_predictions = {}, {}
         for family, params in (self.params["candidates"] or DEFAULT_CANDIDATES).items():
-            predictor = make_predictor(family, **with_seed(family, params, self.params["seed"]))
+            predictor = make_predictor(family, **with_defaults(family, params, {"seed": self.params["seed"], "space": self.space}))
             fitted[family] = predictor.fit(archs, latency_ms, val_archs, val_latency_ms)
             val_predictions[family] = predictor.predict(val_archs)
         self.best = fitted[pick(val_latency_ms, val_predictions)]

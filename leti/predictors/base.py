@@ -22,6 +22,12 @@ class Predictor(ABC):
         self.params = params
 
     @property
+    def space(self) -> str:
+        """The search space whose arch strings the predictor reads (saved predictors from before
+        spaces were a parameter read NAS-Bench-201's)."""
+        return self.params.get("space", "nb201")
+
+    @property
     def chosen(self) -> str:
         """The family that makes the predictions (``auto`` names the one it picked)."""
         return self.family
@@ -58,7 +64,7 @@ class Predictor(ABC):
         feature_set = self.params.get("feature_set")
         if feature_set is None:
             return {"input": "arch"}
-        return {"input": "arch", "feature_set": feature_set, "features": features.names(feature_set)}
+        return {"input": "arch", "feature_set": feature_set, "features": features.names(feature_set, self.space)}
 
     def save(self, folder: str | Path, space: str | None = None, statistic: str | None = None) -> Path:
         """Write ``predictor.json`` and the fitted state into ``folder``.

@@ -36,16 +36,17 @@ def member_weights(val_predictions: np.ndarray, val_latency_ms: np.ndarray) -> n
 class EnsemblePredictor(Predictor):
     family = "ensemble"
 
-    def __init__(self, members: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> None:
-        super().__init__(members=members, seed=seed)
+    def __init__(self, members: dict[str, dict[str, Any]] | None = None, seed: int = 0, space: str = "nb201") -> None:
+        super().__init__(members=members, seed=seed, space=space)
         self.members: dict[str, Predictor] = {}
         self.weights: np.ndarray | None = None
 
     def _make_members(self) -> dict[str, Predictor]:
-        from leti.predictors import make_predictor, with_seed
+        from leti.predictors import make_predictor, with_defaults
 
         members = self.params["members"] or DEFAULT_MEMBERS
-        return {family: make_predictor(family, **with_seed(family, params, self.params["seed"])) for family, params in members.items()}
+        shared = {"seed": self.params["seed"], "space": self.space}
+        return {family: make_predictor(family, **with_defaults(family, params, shared)) for family, params in members.items()}
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> EnsemblePredictor:
         self.members = self._make_members()

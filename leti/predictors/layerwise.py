@@ -5,8 +5,12 @@ This is ProxylessNAS's and nn-Meter's model. With ``lookup`` (a device's op-late
 fitted, so the gap to the measured network shows what the sum misses (fusion, per-call overhead).
 Without a lookup table (published datasets measured nothing per op), the per-op costs are fitted
 by least squares on the op counts of the training cells (``latency ≈ fixed + Σ_op count(op) ·
-cost(op)``), the best lookup table the training data allows. Every op of a cell runs whatever its
-neighbours are, ``none`` included (it multiplies by zero), so counts are the right regressors.
+cost(op)``), the best lookup table the training data allows. In NAS-Bench-201 every op of a cell
+runs whatever its neighbours are, ``none`` included (it multiplies by zero), so counts are the
+right regressors. In NAS-Bench-101 an op's width depends on the cell's wiring (the output's
+channels are split among the vertices feeding it), so the fitted per-op costs are averages over
+widths: the same model, a coarser fit. Measured lookup tables exist for the spaces whose networks
+``leti.layerwise`` decomposes into operator instances (NAS-Bench-201).
 """
 
 from __future__ import annotations
@@ -17,26 +21,32 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from leti import features, layerwise
+from leti import features, layerwise, spaces
 from leti.predictors.base import Predictor
-from leti.spaces import nb201
 
 
 class LayerwisePredictor(Predictor):
     family = "layerwise"
 
     def __init__(
-        self, lookup: str | None = None, network: dict | None = None, statistic: str = "median_ms", config_id: str | None = None
+        self, lookup: str | None = None, network: dict | None = None, statistic: str = "median_ms", config_id: str | None = None,
+        space: str = "nb201",
     ) -> None:
-        """``network``: the ``NetworkConfig`` keys the lookup table was measured for (default: CIFAR);
-        ``statistic``: which summary of each operator's runs the lookup sums; ``config_id``: which
-        measurement configuration of the lookup folder to use (needed once it holds several)."""
-        super().__init__(lookup=lookup, network=network, statistic=statistic, config_id=config_id)
-        self.costs_ms: np.ndarray | None = None  # fixed part, then one cost per op of nb201.OPS
+        """``network``: the ``NetworkConfig`` keys the lookup table was measured for (default: the
+        benchmark's); ``statistic``: which summary of each operator's runs the lookup sums;
+        ``config_id``: which measurement configuration of the lookup folder to use (needed once it
+        holds several)."""
+        if lookup and space not in layerwise.SPACES:
+            raise ValueError(
+                f"layerwise: per-op lookup tables exist for {', '.join(layerwise.SPACES)} networks, not {space}; "
+                "leave out `lookup` to fit per-op costs on op counts"
+            )
+        super().__init__(lookup=lookup, network=network, statistic=statistic, config_id=config_id, space=space)
+        self.costs_ms: np.ndarray | None = None  # fixed part, then one cost per op of the space's OPS
         self.lookup_table: pl.DataFrame | None = None  # op_key -> latency_ms, when measured
 
     def _design(self, archs: Sequence[str]) -> np.ndarray:
-        counts = features.matrix(archs, "counts").astype(np.float64)
+        counts = features.matrix(archs, "counts", self.space).astype(np.float64)
         return np.hstack([np.ones((len(counts), 1)), counts])
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> LayerwisePredictor:
@@ -45,7 +55,7 @@ class LayerwisePredictor(Predictor):
                 self.params["lookup"], self.params["statistic"], self.params["config_id"]
             )
             return self
-        # The six counts always sum to 6, so the intercept and the op costs are collinear; lstsq's
+        # NB201's six counts always sum to 6, so the intercept and the op costs are collinear; lstsq's
         # minimum-norm solution picks one decomposition, predictions are the same for any.
         self.costs_ms, *_ = np.linalg.lstsq(self._design(archs), np.asarray(latency_ms, dtype=np.float64), rcond=None)
         return self
@@ -54,17 +64,17 @@ class LayerwisePredictor(Predictor):
         if self.params["lookup"]:
             return {"input": "arch", "features": "operator instances (op|c_in|c_out|size|stride) summed from the lookup table",
                     "network": self.params["network"] or {}}
-        return {"input": "arch", "feature_set": "counts", "features": ["fixed", *features.names("counts")]}
+        return {"input": "arch", "feature_set": "counts", "features": ["fixed", *features.names("counts", self.space)]}
 
     def op_table(self) -> dict[str, float]:
         """The fitted lookup table: fixed part and per-op latency in ms."""
         if self.costs_ms is None:
             raise RuntimeError("layerwise predictor is not fitted")
-        return {"fixed": float(self.costs_ms[0]), **{op: float(c) for op, c in zip(nb201.OPS, self.costs_ms[1:])}}
+        return {"fixed": float(self.costs_ms[0]), **{op: float(c) for op, c in zip(spaces.get(self.space).OPS, self.costs_ms[1:])}}
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         if self.lookup_table is not None:
-            config = nb201.NetworkConfig(**(self.params["network"] or {}))
+            config = spaces.get(self.space).NetworkConfig(**(self.params["network"] or {}))
             return layerwise.predict_from_lookup(archs, self.lookup_table, config)
         if self.costs_ms is None:
             raise RuntimeError("layerwise predictor is not fitted")

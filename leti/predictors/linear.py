@@ -1,4 +1,4 @@
-"""Linear regression on one-hot op×edge features (the simplest learned baseline).
+"""Linear regression on the space's one-hot cell encoding (the simplest learned baseline).
 
 ``target="log"`` fits log-latency instead: a multiplicative model whose squared error weighs
 relative errors, which is what acc@k scores.
@@ -18,14 +18,14 @@ from leti.predictors.base import Predictor
 class LinearPredictor(Predictor):
     family = "linear"
 
-    def __init__(self, feature_set: str = "onehot", ridge: float = 1e-6, target: str = "raw") -> None:
+    def __init__(self, feature_set: str = "onehot", ridge: float = 1e-6, target: str = "raw", space: str = "nb201") -> None:
         if target not in ("raw", "log"):
             raise ValueError(f"unknown linear target {target!r} (known: raw, log)")
-        super().__init__(feature_set=feature_set, ridge=ridge, target=target)
+        super().__init__(feature_set=feature_set, ridge=ridge, target=target, space=space)
         self.coef: np.ndarray | None = None
 
     def _design(self, archs: Sequence[str]) -> np.ndarray:
-        x = features.matrix(archs, self.params["feature_set"]).astype(np.float64)
+        x = features.matrix(archs, self.params["feature_set"], self.space).astype(np.float64)
         return np.hstack([x, np.ones((len(x), 1))])
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> LinearPredictor:

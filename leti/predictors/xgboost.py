@@ -24,6 +24,7 @@ class XGBoostPredictor(Predictor):
         early_stopping_rounds: int = 50,
         seed: int = 0,
         target: str = "raw",
+        space: str = "nb201",
     ) -> None:
         if target not in ("raw", "log"):
             raise ValueError(f"unknown xgboost target {target!r} (known: raw, log)")
@@ -35,6 +36,7 @@ class XGBoostPredictor(Predictor):
             early_stopping_rounds=early_stopping_rounds,
             seed=seed,
             target=target,
+            space=space,
         )
         self.model: xgb.XGBRegressor | None = None
 
@@ -50,17 +52,17 @@ class XGBoostPredictor(Predictor):
         )
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> XGBoostPredictor:
-        x = features.matrix(archs, self.params["feature_set"])
+        x = features.matrix(archs, self.params["feature_set"], self.space)
         has_val = len(val_archs) > 0
         self.model = self._model(early_stopping=has_val)
-        eval_set = [(features.matrix(val_archs, self.params["feature_set"]), self._target(val_latency_ms))] if has_val else None
+        eval_set = [(features.matrix(val_archs, self.params["feature_set"], self.space), self._target(val_latency_ms))] if has_val else None
         self.model.fit(x, self._target(latency_ms), eval_set=eval_set, verbose=False)
         return self
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("xgboost predictor is not fitted")
-        y = self.model.predict(features.matrix(archs, self.params["feature_set"])).astype(np.float64)
+        y = self.model.predict(features.matrix(archs, self.params["feature_set"], self.space)).astype(np.float64)
         return np.exp(y) if self.params["target"] == "log" else y
 
     def _target(self, latency_ms: np.ndarray) -> np.ndarray:

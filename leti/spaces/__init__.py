@@ -21,4 +21,13 @@ def get(name: str) -> SearchSpace:
         raise UnknownSpaceError(f"unknown search space {name!r} (known: {', '.join(sorted(SPACES))})") from None
 
 
-__all__ = ["SPACES", "DEFAULT", "CellGraph", "SearchSpace", "UnknownSpaceError", "get"]
+def of_network(config: object) -> SearchSpace:
+    """The space whose ``NetworkConfig`` ``config`` is: a network setting names its space, so code
+    that builds networks from one (a campaign, the preparation worker) needs no separate space."""
+    for space in SPACES.values():
+        if type(config) is space.NetworkConfig:
+            return space
+    raise TypeError(f"not the NetworkConfig of a known search space: {config!r}")
+
+
+__all__ = ["SPACES", "DEFAULT", "CellGraph", "SearchSpace", "UnknownSpaceError", "get", "of_network"]

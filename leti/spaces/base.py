@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # torch is imported where networks are built, so parsing arch strings stays light
+    import numpy as np
     import torch
     from torch import nn
 
@@ -37,6 +38,25 @@ class CellGraph:
                 raise ValueError(f"edge {(src, dst)} touches an empty slot: {self.nodes}")
 
 
+@dataclass(frozen=True)
+class OpInstance:
+    """One operator at one input shape, as a space's operator decomposition
+    (``leti.spaces.<space>_ops``) names it; ``key`` is the layer-wise lookup table's join key."""
+
+    op: str
+    channels_in: int
+    channels_out: int
+    size: int
+    stride: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.op}|{self.channels_in}|{self.channels_out}|{self.size}|{self.stride}"
+
+    def input_shape(self, batch: int) -> list[int]:
+        return [batch, self.channels_in, self.size, self.size]
+
+
 @runtime_checkable
 class SearchSpace(Protocol):
     """What a search-space module provides. Arch strings are the currency everywhere else.
@@ -46,8 +66,14 @@ class SearchSpace(Protocol):
     """
 
     NAME: str
+    OPS: tuple[str, ...]
+    """The ops a cell chooses from; :meth:`op_counts` counts them in this order."""
     GRAPH_NODE_TYPES: tuple[str, ...]
     """Node labels that get a one-hot column in the GCN (the global node is the featuriser's)."""
+    ENCODING_NAMES: tuple[str, ...]
+    """Names of the values of :meth:`encoding`, one per value."""
+    COST_NAMES: tuple[str, ...]
+    """Names of the values of :meth:`costs` (``mflops``, ``kparams``, ...)."""
     ArchStringError: type[ValueError]
     NetworkConfig: type
     """Frozen dataclass of macro settings; its defaults are the benchmark's own network."""
@@ -66,6 +92,9 @@ class SearchSpace(Protocol):
     def is_valid(self, arch: str) -> bool:
         """Whether the cell computes something from its input (and so is worth measuring)."""
 
+    def describe(self, arch: str) -> dict[str, object]:
+        """The facts ``leti arch`` prints for a cell (canonical arch string first)."""
+
     def sample_valid(self, n: int, seed: int) -> list[str]:
         """``n`` distinct valid cells, drawn uniformly and reproducibly from ``seed``."""
 
@@ -80,6 +109,15 @@ class SearchSpace(Protocol):
 
     def flops_params(self, arch: str, config: Any = ...) -> tuple[int, int]:
         """FLOPs (as :func:`count_flops` counts them) and parameters, without running the network."""
+
+    def encoding(self, arch: str) -> np.ndarray:
+        """The cell as a fixed-length float32 vector (tabular predictors' ``onehot`` feature set)."""
+
+    def op_counts(self, arch: str) -> tuple[int, ...]:
+        """How many times the cell uses each op of :attr:`OPS`."""
+
+    def costs(self, arch: str) -> tuple[float, ...]:
+        """Cheap scalar costs of the benchmark's own network, in :attr:`COST_NAMES` order."""
 
 
 def count_flops(network: nn.Module, example: torch.Tensor) -> int:

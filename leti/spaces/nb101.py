@@ -238,6 +238,17 @@ def canonical_id(arch: str) -> str:
     return spec_hash(parse(arch))
 
 
+def describe(arch: str) -> dict[str, object]:
+    """What ``leti arch`` prints for a cell: the pruned arch string, the benchmark's hash, valid."""
+    cell = parse(arch)
+    return {"arch": format_cell(cell), "hash": spec_hash(cell), "valid": True}
+
+
+def describe_spec(matrix: object, ops: object) -> dict[str, object]:
+    """:func:`describe` of a cell in the NAS-Bench-101 API's form (``{"matrix": ..., "ops": ...}``)."""
+    return describe(format_cell(from_spec(matrix, ops)))
+
+
 def is_valid(arch: str) -> bool:
     """Whether ``arch`` is in the space after pruning (a malformed string still raises)."""
     try:
@@ -338,6 +349,44 @@ def graph(arch: str) -> CellGraph:
     nodes = (*cell.ops[:-1], *(["none"] * padding), OUTPUT)
     slot = {v: v for v in range(n - 1)} | {n - 1: MAX_VERTICES - 1}
     return CellGraph(nodes, tuple((slot[s], slot[d]) for s, d in cell.edges))
+
+
+# --- Features for tabular predictors (leti.features composes them) -------------------------------
+
+_SLOT_PAIRS = [(r, c) for r in range(MAX_VERTICES) for c in range(r + 1, MAX_VERTICES)]
+ENCODING_NAMES: tuple[str, ...] = (
+    *(f"edge{r}{c}" for r, c in _SLOT_PAIRS),
+    *(f"vertex{v}_{op}" for v in range(1, MAX_VERTICES - 1) for op in OPS),
+)
+"""The 21 upper-triangle entries of the 7-slot matrix, then a one-hot op per inner slot (5 x 3)."""
+COST_NAMES: tuple[str, ...] = ("mflops", "kparams")
+
+
+def encoding(arch: str) -> np.ndarray:
+    """The cell as a fixed-length vector, in the slots of :func:`graph` (a small cell is padded
+    with empty vertices before the output, so vertex 6 is always the output): the upper triangle
+    of the 7x7 adjacency matrix, then the one-hot op of each inner slot (all zero when padding)."""
+    cell_graph = graph(arch)
+    edges = set(cell_graph.edges)
+    vector = np.zeros(len(ENCODING_NAMES), dtype=np.float32)
+    for index, pair in enumerate(_SLOT_PAIRS):
+        vector[index] = pair in edges
+    for slot, label in enumerate(cell_graph.nodes[1:-1]):
+        if label in OPS:
+            vector[len(_SLOT_PAIRS) + slot * len(OPS) + OPS.index(label)] = 1.0
+    return vector
+
+
+def op_counts(arch: str) -> tuple[int, ...]:
+    """How many inner vertices carry each op, in :data:`OPS` order."""
+    ops = parse(arch).ops
+    return tuple(ops.count(op) for op in OPS)
+
+
+def costs(arch: str) -> tuple[float, ...]:
+    """MFLOPs and thousands of params of the benchmark's own network (from layer shapes)."""
+    flops, params = flops_params(arch)
+    return flops / 1e6, params / 1e3
 
 
 # --- PyTorch network, as NAS-Bench-101 defines it -----------------------------------------------

@@ -17,6 +17,8 @@ from functools import lru_cache
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from leti.spaces.base import CellGraph, count_flops, count_params  # noqa: F401 (count_* re-exported)
 
 if TYPE_CHECKING:
@@ -219,12 +221,49 @@ def is_valid(arch: str) -> bool:
     return has_path(parse(arch))
 
 
+def describe(arch: str) -> dict[str, object]:
+    """What ``leti arch`` prints for a cell: canonical string, path, isomorphism class (its number
+    among the 6466 and the benchmark's unique string)."""
+    cell = parse(arch)
+    form = canonical_form(cell)
+    return {"arch": format_cell(cell), "has_path": has_path(cell), "canonical_id": canonical_ids()[form], "canonical_form": form}
+
+
 def flops_params(arch: str, config: NetworkConfig = NetworkConfig()) -> tuple[int, int]:
     """FLOPs and parameters summed from per-op costs, equal to counting the built network."""
-    from leti.features import costs  # the per-op cost tables live with the other NB201 features
+    from leti.spaces import nb201_costs  # counted on torch modules: imported when first needed
 
-    cost = costs.network_cost(arch, config)
+    cost = nb201_costs.network_cost(arch, config)
     return cost.flops, cost.params
+
+
+# --- Features for tabular predictors (leti.features composes them) -------------------------------
+
+ENCODING_NAMES: tuple[str, ...] = tuple(f"edge{dst}{src}_{op}" for dst, src in EDGES for op in OPS)
+"""One-hot op per edge: 6 edges x 5 ops."""
+COST_NAMES: tuple[str, ...] = ("mflops", "kparams", "memory_mb")
+
+
+def encoding(arch: str) -> np.ndarray:
+    """The cell as a fixed-length vector: one-hot op per edge, in :data:`ENCODING_NAMES` order."""
+    vector = np.zeros((len(EDGES), len(OPS)), dtype=np.float32)
+    for edge, op in enumerate(parse(arch)):
+        vector[edge, OPS.index(op)] = 1.0
+    return vector.ravel()
+
+
+def op_counts(arch: str) -> tuple[int, ...]:
+    """How many of the six edges carry each op, in :data:`OPS` order."""
+    cell = parse(arch)
+    return tuple(cell.count(op) for op in OPS)
+
+
+def costs(arch: str) -> tuple[float, ...]:
+    """MFLOPs, thousands of params and MB of memory traffic of the benchmark's network (per-op sums)."""
+    from leti.spaces import nb201_costs
+
+    cost = nb201_costs.network_cost(arch)
+    return cost.flops / 1e6, cost.params / 1e3, cost.memory_bytes / 1e6
 
 
 GRAPH_NODE_TYPES: tuple[str, ...] = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "input", "output")

@@ -1,4 +1,5 @@
-"""Fast FLOPs, params and memory traffic of NAS-Bench-201 networks, summed from per-op costs.
+"""Fast FLOPs, params and memory traffic of NAS-Bench-201 networks, summed from per-op costs
+(``nb201.flops_params`` and ``nb201.costs``; imported on first use, since counting needs torch).
 
 Every op of a cell runs at the same three (channels, spatial size) shapes whatever the other ops
 are, so a network's cost is a fixed part (stem, reductions, head) plus the sum of its ops' costs.
