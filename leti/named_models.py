@@ -305,16 +305,16 @@ def tflite_costs(interpreter: Any) -> tuple[int, int]:
     return flops, int(sum(np.prod(t["shape"], dtype=np.int64) for t in constant))
 
 
-def check_backend(model: Model, backend: Backend, device: str) -> None:
+def check_backend(source: ModelSource, backend: Backend, device: str) -> None:
     """A file runs only on a backend that runs its format; say which do."""
-    if model.file is None or backend.artifact_format == model.source.kind:
+    if source.kind == "torchvision" or backend.artifact_format == source.kind:
         return
     from leti.devices import BACKENDS
 
-    runners = sorted(name for name, cls in BACKENDS.items() if cls.artifact_format == model.source.kind)
+    runners = sorted(name for name, cls in BACKENDS.items() if cls.artifact_format == source.kind)
     raise ModelError(
-        f"{model.file}: a {model.source.kind} file cannot run on device {device!r} (backend {backend.name}); "
-        f"use a device whose backend runs {model.source.kind} files: {', '.join(runners)}"
+        f"{source.location}: a {source.kind} file cannot run on device {device!r} (backend {backend.name}); "
+        f"use a device whose backend runs {source.kind} files: {', '.join(runners)}"
     )
 
 
@@ -487,6 +487,8 @@ def measure_models(
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
         raise ModelError(f"two models are both named {next(n for n in names if names.count(n) > 1)!r}; rename one")
+    for source in sources:
+        check_backend(source, backend, device.name)
     folder = str(campaign.device_dir(store, device.name).resolve())
     store_lock = campaign.device_lock(f"store-{hashlib.sha256(folder.encode()).hexdigest()[:16]}")
 
@@ -502,8 +504,6 @@ def measure_models(
     with store_lock, host_turn(), tempfile.TemporaryDirectory(prefix=f"leti-models-{device.name}-") as workdir:
         campaign.remove_stale_temp_files(campaign.device_dir(store, device.name))
         models = [load(source, device.protocol.batch, input_shape) for source in sources]
-        for model in models:
-            check_backend(model, backend, device.name)
         configs = {model.source.name: config_id(device, backend, model.example) for model in models}
         rows = existing_rows(store, device.name)
         plan = []
