@@ -54,15 +54,14 @@ def op_category(name: str) -> str:
     return "other"
 
 
-@lru_cache(maxsize=1)
-def _all_flops() -> dict[str, int]:
-    return {arch: costs.network_cost(arch).flops for arch in nb201.all_arch_strings()}
+@lru_cache(maxsize=None)
+def _flops(arch: str) -> int:
+    return costs.network_cost(arch).flops
 
 
 def cell_flops(archs: Sequence[str]) -> np.ndarray:
     """FLOPs of each cell's network (the benchmark's CIFAR network: 32x32 input, 16 channels, 5 cells a stage)."""
-    table = _all_flops()
-    return np.array([table[arch] for arch in archs], dtype=float)
+    return np.array([_flops(arch) for arch in archs], dtype=float)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -168,7 +167,7 @@ def check_lookup(device: CellDevice, lookup: pl.DataFrame) -> LookupCheck | None
         metrics=regression_metrics(device.latency_ms, predicted),
         predicted=predicted,
         coverage=float(np.median(predicted / device.latency_ms)),
-        time_shares={block: float(np.mean(values)) for block, values in shares.items()},
+        time_shares={block: float(np.sum(values) / len(device.archs)) for block, values in shares.items()},
         flops_shares=flops_shares(device.archs),
         marginal_ms={op: edge[op] - edge["none"] for op in EDGE_OPS},
     )
@@ -242,7 +241,7 @@ def nearest(cross: CrossDevice) -> dict[str, tuple[str, float]]:
 
 def popular_networks(models: pl.DataFrame, statistic: str) -> pl.DataFrame:
     """One row per (device, network, input shape): latency (mean over passes of ``statistic``), passes,
-    FLOPs, params, ms per GFLOP, median CV and the latency rank on the device."""
+    FLOPs, params, ms per GFLOP, median CV, threads, the host's CPU and the latency rank on the device."""
     if models.is_empty():
         return pl.DataFrame()
     column = pl.when(pl.col(statistic).is_not_null()).then(pl.col(statistic)).otherwise(pl.col("mean_ms"))
@@ -251,7 +250,8 @@ def popular_networks(models: pl.DataFrame, statistic: str) -> pl.DataFrame:
         .group_by("device", "backend", "arch", "input", "config_id", "model_digest")
         .agg(
             pl.col("latency").mean().alias("latency_ms"), pl.len().alias("passes"), pl.col("flops").first(),
-            pl.col("params").first(), pl.col("cv").median().alias("cv"),
+            pl.col("params").first(), pl.col("cv").median().alias("cv"), pl.col("threads").first(),
+            pl.col("environment").str.json_path_match("$.cpu_model").first().alias("cpu"),
         )
         .with_columns((pl.col("latency_ms") / (pl.col("flops") / 1e9)).alias("ms_per_gflop"))
         .sort("device", "latency_ms")

@@ -99,11 +99,13 @@ def layerwise_accuracy(fits: Sequence[DeviceFit], lookups: Sequence[LookupCheck]
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="////", label="sum of per-op latencies measured alone (lookup)"))
     for index, fit in enumerate(fits):
         ax.text(fit.layerwise_fit["acc_10pct"] + 0.8, index, f"{fit.layerwise_fit['acc_10pct']:.0f}", va="center", fontsize=7)
+        if np.isfinite(lookup_values[index]):
+            ax.text(lookup_values[index] + 0.8, index + height, f"{lookup_values[index]:.0f} (lookup)", va="center", fontsize=7)
     ax.set_yticks(y, labels)
     ax.set_xlim(0, 108)
     ax.set_xlabel("test cells predicted within ±10 % of the measured latency (%)")
     ax.set_title("Layer-wise lookup against measured latency: how often a per-op sum is within ±10 %")
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.04 - 1.2 / (1.5 + 0.42 * len(fits))), fontsize=8, ncol=1)
+    ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.95)  # the worst-fitted devices' short bars leave room
     return save(fig, path)
 
 
@@ -122,13 +124,19 @@ def layerwise_scatter(fits: Sequence[DeviceFit], lookups: Sequence[LookupCheck],
     rows = int(np.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.0 * rows), squeeze=False)
     for ax, (title, measured, predicted, kind) in zip(axes.flat, panels):
-        low, high = float(min(measured.min(), predicted.min())), float(max(measured.max(), predicted.max()))
+        # the view spans 99.5 % of the cells: a handful of outliers (a 250 ms cell among 20 ms ones) would squash the rest
+        both = np.concatenate([measured, predicted])
+        low, high = float(min(0.0, both.min())), float(np.quantile(both, 0.995)) * 1.05
+        hidden = int(np.sum((measured > high) | (predicted > high)))
         line = np.linspace(low, high, 2)
         ax.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.15, label="±10 %")
         ax.plot(line, line, color="black", lw=0.8)
         ax.scatter(measured, predicted, s=3, alpha=0.35, color=colour(kind), rasterized=True)
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
         within = 100 * np.mean(np.abs(predicted - measured) <= 0.1 * measured)
-        ax.set_title(f"{title}\n{within:.0f} % within ±10 %", fontsize=9)
+        beyond = f"; {hidden} beyond the axes" if hidden else ""
+        ax.set_title(f"{title}\n{within:.0f} % of {len(measured)} cells within ±10 %{beyond}", fontsize=9)
         ax.set_xlabel("measured latency (ms)")
         ax.set_ylabel("per-op sum (ms)")
         ax.legend(loc="upper left", fontsize=7)
@@ -294,12 +302,14 @@ def popular_vs_flops(table: pl.DataFrame, spearman: dict[str, float], path: Path
         rows = table.filter(pl.col("device") == device)
         ax.scatter(rows["flops"].to_numpy() / 1e9, rows["latency_ms"].to_numpy(), s=45, color=cmap(index), edgecolor="black",
                    lw=0.5, label=f"{device} (ρ = {spearman.get(device, float('nan')):.2f})", zorder=3)
-    for arch, rows in table.group_by("arch"):  # one label per network, beside its slowest device
-        ax.vlines(rows["flops"][0] / 1e9, rows["latency_ms"].min(), rows["latency_ms"].max(), color="#999999", lw=0.6)
-        ax.annotate(arch[0], (rows["flops"][0] / 1e9, rows["latency_ms"].max()), xytext=(5, 2), textcoords="offset points",
-                    fontsize=8, color="#333333")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    anchors = []
+    for arch, rows in table.group_by("arch"):  # one label per network, beside its slowest device
+        ax.vlines(rows["flops"][0] / 1e9, rows["latency_ms"].min(), rows["latency_ms"].max(), color="#999999", lw=0.6)
+        anchors.append((arch[0], rows["flops"][0] / 1e9, rows["latency_ms"].max()))
+    points = zip(table["flops"].to_numpy() / 1e9, table["latency_ms"].to_numpy())
+    label_points(ax, anchors, obstacles=list(points))
     plain_log_ticks(ax.xaxis)
     plain_log_ticks(ax.yaxis)
     ax.set_xlabel("GFLOPs per image (log scale)")
@@ -308,6 +318,30 @@ def popular_vs_flops(table: pl.DataFrame, spearman: dict[str, float], path: Path
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(title="device", fontsize=8)
     return save(fig, path)
+
+
+def label_points(ax: plt.Axes, anchors: Sequence[tuple[str, float, float]], obstacles: Sequence[tuple[float, float]] = (),
+                 fontsize: int = 8) -> None:
+    """Annotate points so that labels overlap neither each other nor the markers: each label takes the
+    first of a few offsets (right, then above and below, then left) whose box is clear."""
+    ax.figure.canvas.draw()  # fixes the data-to-pixel transform after the log scales and limits
+    scale = ax.figure.dpi / 72  # points to pixels
+    marker = 5 * scale
+    placed: list[tuple[float, float, float, float]] = [
+        (px - marker, py - marker, px + marker, py + marker) for px, py in (ax.transData.transform(point) for point in obstacles)
+    ]
+    for text, x, y in sorted(anchors, key=lambda anchor: (anchor[1], anchor[2])):
+        px, py = ax.transData.transform((x, y))
+        width, height = 0.62 * fontsize * len(text) * scale, 1.25 * fontsize * scale
+        candidates = [(6, 2), (6, 13), (6, -11), (6, 24), (6, -22), (6, 35), (6, -33), (6, 46), (-6 - width / scale, 2),
+                      (-6 - width / scale, 13), (-6 - width / scale, -11)]
+        for dx, dy in candidates:
+            box = (px + dx * scale, py + dy * scale, px + dx * scale + width, py + dy * scale + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, color="#333333",
+                    arrowprops={"arrowstyle": "-", "color": "#bbbbbb", "lw": 0.5} if abs(dy) > 2 else None)
 
 
 def noise(rows: pl.DataFrame, summary: pl.DataFrame, path: Path) -> Path:

@@ -250,19 +250,40 @@ def networks_section(results: Results) -> str:
     wide = results.networks.pivot(on="device", index=["arch", "input", "flops", "params"], values="latency_ms").sort("flops")
     rows = [(r["arch"], r["input"], r["flops"] / 1e9, r["params"] / 1e6, *[r.get(d) for d in devices]) for r in wide.iter_rows(named=True)]
     statistic = results.config["statistic"]
+    hosts = results.networks.group_by("device", maintain_order=True).agg(pl.col("cpu").first(), pl.col("threads").first())
+    where = "; ".join(f"{r['device']}: {r['cpu'] or 'an unrecorded CPU'}, {r['threads']} thread(s)" for r in hosts.iter_rows(named=True))
     text = [
         "## 5. Popular networks on each measured device",
         "",
-        f"torchvision classifiers, randomly initialised, batch 1; latency = the {statistic.removesuffix('_ms')} of each",
-        "measurement's timed runs, averaged over its passes. Per-device detail (ms per GFLOP, rank, passes, CV) is in",
-        "`popular_networks.csv`.",
+        f"torchvision classifiers, randomly initialised, batch as in the input column ({where}); latency = the",
+        f"{statistic.removesuffix('_ms')} of each measurement's timed runs, averaged over its passes. Per-device detail",
+        "(ms per GFLOP, rank, passes, CV) is in `popular_networks.csv`.",
         "",
         table(["network", "input", "GFLOPs", "M params", *[f"{d} (ms)" for d in devices]], rows),
         "",
+        *speedups(results.networks, devices),
         figure(results, "popular_networks", "Latency of popular networks per device"),
         figure(results, "popular_networks_vs_flops", "Latency against FLOPs of the popular networks"),
     ]
     return "\n".join(text)
+
+
+def speedups(networks: pl.DataFrame, devices: Sequence[str]) -> list[str]:
+    """One sentence per pair of devices: how many times faster the first runs each network, the range."""
+    lines = []
+    for index, first in enumerate(devices):
+        for second in devices[index + 1:]:
+            pair = networks.filter(pl.col("device") == first).join(
+                networks.filter(pl.col("device") == second), on=["arch", "input"], suffix="_other")
+            if pair.is_empty():
+                continue
+            ratio = pair.select("arch", (pl.col("latency_ms_other") / pl.col("latency_ms")).alias("ratio")).sort("ratio")
+            lines += [
+                f"{second} takes {ratio['ratio'].median():.2f}× the time of {first} on the median network, from "
+                f"{ratio['ratio'][0]:.2f}× ({ratio['arch'][0]}) to {ratio['ratio'][-1]:.2f}× ({ratio['arch'][-1]}).",
+                "",
+            ]
+    return lines
 
 
 def noise_section(results: Results) -> str:
@@ -343,35 +364,39 @@ def summary(results: Results) -> dict[str, Any]:
 
 
 def write_tables(results: Results, out: Path) -> list[Path]:
-    """CSV tables beside the report, and the small ones DVC plots compare between commits."""
+    """CSV tables beside the report, and the small ones DVC plots compare between commits. Every file
+    is written (a header only when the stores had nothing for it), so the stage's declared outputs exist."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    written = []
-    fits = pl.DataFrame([
+    fits = or_header(pl.DataFrame([
         {"device": f.device.name, "label": f.device.label, "kind": f.device.kind, "source": f.device.source,
          "cells": len(f.device.archs), "flops_spearman": f.flops_spearman, "flops_acc_10pct": f.flops_fit["acc_10pct"],
          "layerwise_acc_10pct": f.layerwise_fit["acc_10pct"], "layerwise_spearman": f.layerwise_fit["spearman"],
          **{f"relative_cost_{op}": value for op, value in analysis.relative(f.marginal_ms).items()}}
         for f in results.fits
-    ])
-    fits.write_csv(out / "devices.csv")
-    fits.select("label", "flops_spearman").write_csv(plots / "flops_spearman.csv")
-    fits.select("label", "layerwise_acc_10pct").write_csv(plots / "layerwise_acc.csv")
-    written += [out / "devices.csv", plots / "flops_spearman.csv", plots / "layerwise_acc.csv"]
-    if not results.networks.is_empty():
-        results.networks.write_csv(out / "popular_networks.csv")
-        results.networks.select(
-            pl.format("{} @ {}", "arch", "device").alias("network"), pl.col("latency_ms").round(3)
-        ).write_csv(plots / "popular_networks.csv")
-        written += [out / "popular_networks.csv", plots / "popular_networks.csv"]
-    if results.cross is not None:
-        pl.DataFrame({"device": results.cross.names, **{name: results.cross.rho[:, i] for i, name in enumerate(results.cross.names)}}) \
-            .write_csv(out / "cross_device_spearman.csv")
-        written.append(out / "cross_device_spearman.csv")
-    if not results.noise.is_empty():
-        results.noise.write_csv(out / "noise.csv")
-        written.append(out / "noise.csv")
-    return written
+    ]), {"device": pl.String, "label": pl.String, "flops_spearman": pl.Float64, "layerwise_acc_10pct": pl.Float64})
+    networks = or_header(results.networks, {"device": pl.String, "arch": pl.String, "latency_ms": pl.Float64})
+    cross = results.cross
+    tables = {
+        out / "devices.csv": fits,
+        plots / "flops_spearman.csv": fits.select("label", "flops_spearman"),
+        plots / "layerwise_acc.csv": fits.select("label", "layerwise_acc_10pct"),
+        out / "popular_networks.csv": networks,
+        plots / "popular_networks.csv": networks.select(pl.format("{} @ {}", "arch", "device").alias("network"),
+                                                        pl.col("latency_ms").round(3)),
+        out / "cross_device_spearman.csv": pl.DataFrame(
+            {"device": cross.names, **{name: cross.rho[:, i] for i, name in enumerate(cross.names)}}
+        ) if cross is not None else pl.DataFrame(schema={"device": pl.String}),
+        out / "noise.csv": or_header(results.noise, {"what": pl.String, "device": pl.String}),
+    }
+    for path, frame in tables.items():
+        frame.write_csv(path)
+    return list(tables)
+
+
+def or_header(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """``frame``, or an empty one with ``schema``'s columns when the analysis found nothing."""
+    return frame if not frame.is_empty() else pl.DataFrame(schema=schema)
 
 
 def write(results: Results, out: Path) -> dict[str, Any]:
