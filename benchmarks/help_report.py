@@ -3,7 +3,8 @@
     python benchmarks/help_report.py merge --parts report_parts --store data/help --output report_parts/merged
 
 Each part is a ``stages/report.py`` output folder; rows present in several parts (same device, seed,
-study, setting and predictor) are taken from the first part listed in the YAML file.
+study, setting and predictor) are taken from the first part listed in the YAML file; a part with
+``auto: false`` contributes no ``auto`` rows.
 """
 
 import argparse
@@ -26,9 +27,10 @@ def main() -> None:
     parser.add_argument("--output", default="report_parts/merged")
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text())
-    parts = [name for name in config if name != "common_predictors"]
+    parts = [name for name, section in config.items() if isinstance(section, dict) and "seeds" in section]  # not anchors
     frames = [
         pl.read_csv(Path(args.parts) / name / "results.csv", schema_overrides={"setting": pl.String})
+        .filter(pl.lit(config[name].get("auto", True)) | (pl.col("predictor") != "auto"))
         for name in parts
         if (Path(args.parts) / name / "results.csv").exists()
     ]

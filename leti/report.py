@@ -120,6 +120,8 @@ def main_runs(data: evaluation.DeviceData, seed: int, config: dict[str, Any], pr
         )
         runs.append(ensemble)
         by_name["ensemble"] = ensemble
+    if not config.get("auto", True):  # a part reproducing a paper: its families are not leti's choice
+        return runs
     best = by_name[pick(y[parts.val], {name: run.val for name, run in by_name.items()})]
     runs.append(
         Run(
@@ -137,7 +139,10 @@ def run_of(device: str, seed: int, study: str, setting: str, name: str, family: 
     )
 
 
-def study_runs(data: evaluation.DeviceData, config: dict[str, Any], progress: Callable[[str], None]) -> list[Run]:
+def study_runs(
+    data: evaluation.DeviceData, config: dict[str, Any], progress: Callable[[str], None],
+    finished: Callable[[list[Run]], None] = lambda runs: None,
+) -> list[Run]:
     """GCN ablations, training-set sizes and training batch sizes on one device, for each study seed.
 
     Ablations and batch sizes vary the entry named by ``study_predictor`` (default ``gcn``); study
@@ -153,19 +158,20 @@ def study_runs(data: evaluation.DeviceData, config: dict[str, Any], progress: Ca
         parts = evaluation.split(len(data.archs), train_size, config["val_size"], seed)
         fitted = fit_one(entry.family, params, seed, data, parts)
         runs.append(run_of(data.device, seed, study, setting, entry.name, entry.family, fitted, y[parts.test]))
+        finished(runs)
 
     for seed in config.get("study_seeds") or config["seeds"][:1]:
-        for name, change in (config.get("ablations") or {}).items():
-            add("ablation", name, base, {**base.params, **change}, config["train_size"], seed)
-        for size in config.get("train_sizes") or []:
-            for name in config.get("train_size_predictors") or ["gcn"]:
-                add("train_size", str(size), by_name[name], by_name[name].params, size, seed)
         # ``batch_size_epochs`` fixes the epochs of every batch size (a budget study); by default each
         # batch size trains as the base entry does, early stopping included, as BRP-NAS's study did.
         epochs = config.get("batch_size_epochs")
         for batch in config.get("batch_sizes") or []:
             change = {"batch_size": batch, **({"epochs": epochs} if epochs else {})}
             add("batch_size", str(batch), base, {**base.params, **change}, config["train_size"], seed)
+        for name, change in (config.get("ablations") or {}).items():
+            add("ablation", name, base, {**base.params, **change}, config["train_size"], seed)
+        for size in config.get("train_sizes") or []:  # last: the costliest runs
+            for name in config.get("train_size_predictors") or ["gcn"]:
+                add("train_size", str(size), by_name[name], by_name[name].params, size, seed)
     return runs
 
 
@@ -421,7 +427,7 @@ def run_report(store: Path, config: dict[str, Any], out: Path, log: Callable[[st
             results_frame(runs).write_csv(out / "results.csv")  # a kill keeps finished runs
     bar.close()
     study_device = evaluation.load_device(store, config.get("study_device") or config["devices"][0])
-    runs += study_runs(study_device, config, log)
+    runs += study_runs(study_device, config, log, lambda done: results_frame(runs + done).write_csv(out / "results.csv"))
     results = results_frame(runs)
     results.write_csv(out / "results.csv")
     if first is None:  # studies only: the tables are merged into a full report elsewhere

@@ -43,6 +43,18 @@ def test_node_features_are_one_hot_with_empty_slots_zero() -> None:
     assert random_rows.shape == features.shape and np.array_equal(random_rows, graph.node_features(nb201.graph(CELL), "nb201", "random", CELL))
 
 
+def test_duplicate_feature_marks_an_op_repeating_an_earlier_one_on_the_same_inputs() -> None:
+    # Both pools read the cell input; the conv on edge 1->3 repeats the one on 1->2 (both read node 1);
+    # the conv on 0->3 reads the input, so it repeats nothing; the skip keeps node 2 alive.
+    cell = "|avg_pool_3x3~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|skip_connect~2|"
+    features = graph.node_features(nb201.graph(cell), "nb201", kind="onehot+duplicates")
+    assert features.shape == (9, graph.feature_size("nb201", "onehot+duplicates"))
+    assert features[:, -1].tolist() == [0, 0, 0, 1, 0, 0, 1, 0, 0]
+    plain = graph.node_features(nb201.graph(cell), "nb201")
+    assert np.array_equal(features[:, :-1], plain)
+    assert graph.node_features(nb201.graph(CELL), "nb201", kind="onehot+duplicates")[:, -1].sum() == 0
+
+
 def test_dgl_graphconv_computes_the_dense_convolution() -> None:
     from leti.dgl_compat import dgl
     from leti.predictors.gcn import GraphConvolution

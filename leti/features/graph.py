@@ -37,7 +37,7 @@ from leti.dgl_compat import dgl
 from leti.spaces.base import CellGraph
 
 GLOBAL = "global"
-NODE_FEATURES = ("onehot", "random")
+NODE_FEATURES = ("onehot", "onehot+duplicates", "random")
 ADJACENCIES = ("brp", "identity")
 DIRECTIONS = ("successors", "predecessors")
 
@@ -47,8 +47,8 @@ def node_types(space: str) -> tuple[str, ...]:
     return (*spaces.get(space).GRAPH_NODE_TYPES, GLOBAL)
 
 
-def feature_size(space: str) -> int:
-    return len(node_types(space))
+def feature_size(space: str, node_feature_kind: str = "onehot") -> int:
+    return len(node_types(space)) + (node_feature_kind == "onehot+duplicates")
 
 
 def reads(graph: CellGraph, adjacency: str = "brp", direction: str = "successors") -> np.ndarray:
@@ -73,20 +73,41 @@ def reads(graph: CellGraph, adjacency: str = "brp", direction: str = "successors
 def node_features(graph: CellGraph, space: str, kind: str = "onehot", arch: str = "") -> np.ndarray:
     """One row per node (global first): one-hot type, all-zero for an empty slot.
 
-    ``kind="random"`` is BRP-NAS's ablation: the same shape filled with random values, fixed per arch.
+    ``kind="onehot+duplicates"`` adds a column marking an op that repeats an earlier one: the same
+    op on the same inputs. Compilers merge such ops when they carry no weights (TensorFlow's
+    common-subexpression elimination does, for pooling); whether a device pays for the repeat is
+    for the model to learn. ``kind="random"`` is BRP-NAS's ablation: the same shape filled with
+    random values, fixed per arch.
     """
+    if kind not in NODE_FEATURES:
+        raise ValueError(f"unknown node features {kind!r} (known: {', '.join(NODE_FEATURES)})")
     types = node_types(space)
-    rows = np.zeros((len(graph.nodes) + 1, len(types)), dtype=np.float32)
+    rows = np.zeros((len(graph.nodes) + 1, len(types) + (kind == "onehot+duplicates")), dtype=np.float32)
     if kind == "random":
         seed = int(hashlib.sha256(arch.encode()).hexdigest()[:8], 16)
         return np.random.default_rng(seed).random(rows.shape, dtype=np.float32)
-    if kind != "onehot":
-        raise ValueError(f"unknown node features {kind!r} (known: {', '.join(NODE_FEATURES)})")
     rows[0, types.index(GLOBAL)] = 1.0
     for slot, label in enumerate(graph.nodes, start=1):
         if label is not None:
             rows[slot, types.index(label)] = 1.0
+    if kind == "onehot+duplicates":
+        rows[1:, -1] = repeats(graph)
     return rows
+
+
+def repeats(graph: CellGraph) -> np.ndarray:
+    """1 for each op slot whose op and inputs equal those of an earlier slot, else 0."""
+    inputs: dict[int, set[int]] = {}
+    for src, dst in graph.edges:
+        inputs.setdefault(dst, set()).add(src)
+    seen, marks = set(), np.zeros(len(graph.nodes), dtype=np.float32)
+    for slot, label in enumerate(graph.nodes):
+        if label is None or slot not in inputs:
+            continue
+        key = (label, frozenset(inputs[slot]))
+        marks[slot] = key in seen
+        seen.add(key)
+    return marks
 
 
 @lru_cache(maxsize=200_000)

@@ -21,7 +21,7 @@ DEFAULT_CANDIDATES: dict[str, dict[str, Any]] = {
     "layerwise": {},
     "flops": {},
     "xgboost": {"feature_set": "flat", "target": "log"},
-    "gcn": {"batch_size": 32, "target": "log"},
+    "gcn": {},
     "ensemble": {},
 }
 

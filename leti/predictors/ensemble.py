@@ -19,7 +19,7 @@ from scipy.optimize import nnls
 from leti.predictors.base import Predictor
 
 DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {
-    "gcn": {"batch_size": 32, "target": "log"},
+    "gcn": {},
     "linear": {},
     "xgboost": {"feature_set": "flat", "target": "log"},
 }
