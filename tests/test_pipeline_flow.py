@@ -87,10 +87,11 @@ def test_the_deployment_runs_every_dvc_stage_as_a_task(deployed_run: dict, proje
     assert "`metrics.json`" in markdown and "| xgboost |" in markdown
 
 
-def test_stage_processes_report_to_the_flows_server(deployed_run: dict, prefect_api: str) -> None:
-    """The measure stage's own Prefect flow ran against this server: no temporary server of its own."""
-    (measure_run,) = flow_runs(prefect_api, "leti-measure")
-    assert measure_run["state_type"] == "COMPLETED"
+def test_stage_processes_report_to_the_flows_server(deployed_run: dict, project: Path, prefect_api: str) -> None:
+    """Each measure stage's own Prefect flow (one per device) ran against this server: no temporary server of its own."""
+    devices = yaml.safe_load((project / "params.yaml").read_text())["devices"]
+    measure_runs = flow_runs(prefect_api, "leti-measure")
+    assert len(measure_runs) == len(devices) and all(flow["state_type"] == "COMPLETED" for flow in measure_runs)
     assert "Starting temporary server" not in deployed_run["log"]
 
 
