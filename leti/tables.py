@@ -16,6 +16,16 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+ADDED = {b"leti.added": b"true"}
+"""Field metadata of a nullable column added after stores were written: a file without it reads
+it as nulls, so a schema can grow without rewriting anyone's measurements."""
+
+
+def added(name: str, type_: pa.DataType) -> pa.Field:
+    """A nullable column added to a table that existing stores lack (see ``ADDED``)."""
+    return pa.field(name, type_, nullable=True, metadata=ADDED)
+
+
 ARCHITECTURES = pa.schema(
     [
         pa.field("space", pa.string(), nullable=False),
@@ -60,6 +70,11 @@ LATENCY = pa.schema(
         pa.field("measured_at", pa.timestamp("us", tz="UTC")),
         pa.field("host", pa.string()),
         pa.field("environment", pa.string()),  # JSON: CPU, governor, library versions, options
+        # a named network (`leti measure-model`; arch is its name): null for search-space cells,
+        # whose FLOPs and params are in the architectures table
+        added("model_digest", pa.string()),  # sha256 of the ONNX/TFLite file, or of a torchvision network's definition
+        added("flops", pa.int64()),  # per forward pass of the measured batch, 2 per multiply-add
+        added("params", pa.int64()),
     ],
     metadata={"leti.table": "latency"},
 )
@@ -157,6 +172,10 @@ def empty(schema: pa.Schema) -> pl.DataFrame:
 def conform(frame: pl.DataFrame, schema: pa.Schema, where: str = "frame") -> pl.DataFrame:
     """Select and order the declared columns, checking each one's type and nullability."""
     expected = polars_schema(schema)
+    frame = frame.with_columns(
+        pl.lit(None, dtype=expected[field.name]).alias(field.name) for field in schema
+        if is_added(field) and field.name not in frame.columns
+    )
     missing = [name for name in expected if name not in frame.columns]
     if missing:
         raise TableError(f"{where}: missing column {missing[0]!r} of the {_table_name(schema)} table")
@@ -205,10 +224,17 @@ def read(path: str | Path, schema: pa.Schema) -> pl.DataFrame:
         raise TableError(f"{path}: not a readable Parquet file ({error})") from error
     for name, dtype in polars_schema(schema).items():
         if name not in found:
+            if is_added(schema.field(name)):
+                continue
             raise TableError(f"{path}: missing column {name!r} of the {_table_name(schema)} table")
         if not compatible(found[name], dtype):
             raise TableError(f"{path}: column {name!r} has type {found[name]}, expected {dtype}")
-    return conform(pl.read_parquet(path, columns=schema.names), schema, where=str(path))
+    columns = [name for name in schema.names if name in found]
+    return conform(pl.read_parquet(path, columns=columns), schema, where=str(path))
+
+
+def is_added(field: pa.Field) -> bool:
+    return (field.metadata or {}).get(b"leti.added") == ADDED[b"leti.added"]
 
 
 def compatible(actual: pl.DataType, expected: pl.DataType) -> bool:

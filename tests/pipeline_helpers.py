@@ -53,6 +53,8 @@ def tiny_params(params: dict) -> dict:
         train_sizes=[30], train_size_predictors=["linear"], batch_sizes=[],
     )
     params["ingest_latbench"].update(source=str(LATBENCH), devices=["desktop-gpu-gtx-1080ti-fp32"])
+    params["models"].update(names=["squeezenet1_1", "mobilenet_v3_small"], input_shape=[3, 32, 32])
+    params["investigate"].update(train_size=60, val_size=20, min_cells=5)
     params["report_latbench"].update(
         train_size=60, val_size=20,
         predictors={"linear": {}, "gcn": {"hidden": 16, "layers": 2, "batch_size": 16, "epochs": 2, "precision": "float32"}},

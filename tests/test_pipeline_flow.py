@@ -96,7 +96,7 @@ def test_stage_processes_report_to_the_flows_server(deployed_run: dict, project:
     config = project / "params.yaml"
     expected = sum(len(params.device_spaces(device, config)) for device in params.load(config)["devices"])
     measure_runs = flow_runs(prefect_api, "leti-measure")
-    assert expected == 3 and len(measure_runs) == expected  # torch-cpu: nb201, nb101; onnxruntime-cpu: nb101
+    assert expected == 4 and len(measure_runs) == expected  # torch-cpu and onnxruntime-cpu: nb201, nb101
     assert all(run["state_type"] == "COMPLETED" for run in measure_runs)
     assert "Starting temporary server" not in deployed_run["log"]
 

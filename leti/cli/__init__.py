@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["arch", "measure", "measure_ops", "ingest", "evaluate", "predict"]
+COMMANDS = ["arch", "measure", "measure_ops", "measure_model", "ingest", "evaluate", "predict"]
 """Modules of ``leti.cli``, in the order ``leti --help`` lists them."""
 
 

@@ -1,0 +1,82 @@
+"""The investigation: what every latency store says about inference, as a report a researcher would publish.
+
+Over whatever the stores hold (leti's measured devices, HELP and LatBench imports, named networks,
+per-op lookups and op profiles), six studies: latency against FLOPs per device; the layer-wise
+lookup against measured latency (LETI's claim that lookups fail on mobile GPUs); where time goes;
+cross-device rank correlation and its clusters; the popular networks on each measured device; and
+the measurement noise. ``data`` loads, ``analysis`` computes, ``figures`` draws, ``report`` writes
+Markdown, CSV tables and the metrics DVC tracks. ``stages/investigate.py`` runs it and logs it to MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from leti import features, tables
+from leti.investigation import analysis, data, figures, report
+
+DEFAULTS = {"statistic": "min_ms", "train_size": 900, "val_size": 100, "seed": 0, "cluster_threshold": 0.9,
+            "min_cells": 20, "min_common_cells": 50}
+
+
+def investigate(
+    cell_stores: Sequence[Path], model_store: Path | None, op_latency_store: Path | None, op_profile_stores: Sequence[Path],
+    config: dict[str, Any], out: Path, log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Compute every study, draw the figures, write ``report.md``, the CSVs and ``summary.json`` under ``out``."""
+    config = {**DEFAULTS, **config}
+    out.mkdir(parents=True, exist_ok=True)
+    statistic = config["statistic"]
+    devices = data.load_cell_devices([Path(s) for s in cell_stores], statistic, config["min_cells"])
+    features.preload(features.table(sorted(data.valid_cells()), ["counts"]))  # the per-op fits' regressors, once
+    log(f"investigate: {len(devices)} devices with NAS-Bench-201 cells")
+    fits = [analysis.fit_device(d, config["train_size"], config["val_size"], config["seed"]) for d in devices]
+    lookup_tables = data.load_op_lookups(op_latency_store, statistic) if op_latency_store and op_latency_store.is_dir() else {}
+    lookups = [check for d in devices if d.name in lookup_tables and d.measured_here
+               for check in [analysis.check_lookup(d, lookup_tables[d.name])] if check is not None]
+    cross = analysis.cross_device(devices, config["min_common_cells"], config["cluster_threshold"]) if devices else None
+    models = data.load_models(model_store) if model_store and model_store.is_dir() else tables.empty(tables.LATENCY)
+    networks = analysis.popular_networks(models, statistic)
+    shares = analysis.op_shares(data.load_op_profiles([Path(s) for s in op_profile_stores]))
+    noise_rows = analysis.noise_rows(devices, models)
+    results = report.Results(
+        config=config, devices=devices, fits=fits, lookups=lookups, cross=cross, networks=networks,
+        networks_spearman=analysis.models_flops_spearman(networks) if not networks.is_empty() else {},
+        shares=shares, noise=analysis.noise_summary(noise_rows),
+    )
+    results.figures = draw(results, noise_rows, out)
+    log(f"investigate: {len(results.figures)} figures in {out / 'figures'}")
+    return report.write(results, out)
+
+
+def draw(results: report.Results, noise_rows: Any, out: Path) -> dict[str, Path]:
+    """Every figure the data allows, as paths relative to ``out`` (where report.md links them)."""
+    folder = out / "figures"
+    drawn: dict[str, Path | None] = {}
+    if results.fits:
+        drawn["flops_rank_correlation"] = figures.flops_correlation(results.fits, folder / "flops_rank_correlation.png")
+        flops = {fit.device.name: analysis.cell_flops(fit.device.archs) for fit in results.fits}
+        drawn["latency_vs_flops"] = figures.latency_vs_flops(results.fits, flops, folder / "latency_vs_flops.png")
+        drawn["layerwise_accuracy"] = figures.layerwise_accuracy(results.fits, results.lookups, folder / "layerwise_accuracy.png")
+        drawn["layerwise_scatter"] = figures.layerwise_scatter(results.fits, results.lookups, folder / "layerwise_scatter.png")
+        drawn["op_costs"] = figures.op_costs(results.fits, results.lookups, analysis.relative(analysis.flops_marginal()),
+                                             folder / "op_costs.png")
+    for check in results.lookups:
+        key = f"cell_time_shares_{check.device.name}"
+        drawn[key] = figures.cell_time_shares(check, folder / f"{key}.png")
+    if not results.shares.is_empty():
+        for device in results.shares["device"].unique(maintain_order=True).to_list():
+            drawn[f"time_shares_{device}"] = figures.time_shares(results.shares, device, folder / f"time_shares_{device}.png")
+    if results.cross is not None and len(results.cross.names) > 1:
+        kinds = {d.label: d.kind for d in results.devices}
+        drawn["cross_device_correlation"] = figures.cross_device_heatmap(results.cross, kinds, folder / "cross_device_correlation.png")
+    if not results.networks.is_empty():
+        statistic = results.config["statistic"]
+        drawn["popular_networks"] = figures.popular_networks(results.networks, folder / "popular_networks.png", statistic)
+        drawn["popular_networks_vs_flops"] = figures.popular_vs_flops(results.networks, results.networks_spearman,
+                                                                      folder / "popular_networks_vs_flops.png")
+    if not results.noise.is_empty():
+        drawn["noise"] = figures.noise(noise_rows, results.noise, folder / "noise.png")
+    return {key: path.relative_to(out) for key, path in drawn.items() if path is not None}

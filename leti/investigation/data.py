@@ -1,0 +1,162 @@
+"""What the investigation reads: every device's NAS-Bench-201 cells, the named networks, per-op tables.
+
+A latency store (``<store>/<device>/part-*.parquet``) holds leti's own measurements or published
+ones (``backend = "published"``); the investigation takes whatever devices it finds. For each
+device it keeps one measurement configuration (the newest: a store appends, so an old protocol's
+rows may still be there), the cells with an input→output path (BRP-NAS and HELP exclude the 341
+without one), and one latency per cell: the configured statistic of the timed runs for leti's own
+rows (the newest row of a cell measured twice), the single published value otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from leti import tables
+from leti.spaces import nb201
+
+PUBLISHED = "published"
+LATBENCH_NAME = re.compile(r"^(?P<where>mobile|desktop|embedded)-(?P<unit>gpu|cpu|dsp)-(?P<chip>.+)-(?P<precision>fp32|fp16|int8)$")
+HELP_KINDS = {
+    "1080ti": "GPU (desktop)", "2080ti": "GPU (desktop)", "titan_rtx": "GPU (desktop)", "titanxp": "GPU (desktop)",
+    "titanx": "GPU (desktop)", "gold_6240": "CPU (server)", "silver_4114": "CPU (server)", "silver_4210r": "CPU (server)",
+    "pixel3": "CPU (mobile)", "samsung_a50": "phone", "samsung_s7": "phone", "essential_ph_1": "phone",
+}
+"""HELP's devices (its README): desktop GPUs at three batch sizes, Xeon CPUs, the Pixel 3's CPU (from
+HW-NAS-Bench) and three phones whose processing unit the release does not state."""
+KIND_ORDER = ("GPU (desktop)", "GPU (embedded)", "GPU (mobile)", "DSP (mobile)", "CPU (server)", "CPU (mobile)",
+              "phone", "CPU (this machine)", "GPU (leti)", "phone (leti)")
+
+
+@dataclass(frozen=True)
+class CellDevice:
+    """One device's NAS-Bench-201 latencies: ``archs`` sorted, ``latency_ms`` aligned with them."""
+
+    name: str
+    source: str  # "leti" for this project's measurements, else the dataset (help, latbench, a file name)
+    backend: str
+    kind: str
+    config_id: str
+    archs: list[str]
+    latency_ms: np.ndarray
+    rows: pl.DataFrame  # the kept rows (samples, CV, passes) for the noise study; one per measurement
+
+    @property
+    def label(self) -> str:
+        return short_name(self.name, self.source)
+
+    @property
+    def measured_here(self) -> bool:
+        return self.backend != PUBLISHED
+
+
+def short_name(name: str, source: str) -> str:
+    """A label that fits a plot axis: LatBench's long names shortened to the chip, the source first."""
+    match = LATBENCH_NAME.match(name)
+    if source == "latbench" and match:
+        chip = "-".join(match["chip"].split("-")[-2:])
+        return f"LatBench {chip} {match['precision']}"
+    prefix = {"help": "HELP", "latbench": "LatBench", "leti": "leti"}.get(source, source)
+    return f"{prefix} {name}"
+
+
+def device_kind(name: str, source: str, backend: str, environment: str | None = None) -> str:
+    """What kind of processor a device is, from its name (published) or its backend (leti's own)."""
+    if backend != PUBLISHED:
+        if backend == "android-adb":
+            options = (json.loads(environment or "{}").get("options") or {})
+            return "phone (leti)" if not options.get("use_gpu") else "GPU (leti)"
+        return "GPU (leti)" if "cuda" in backend else "CPU (this machine)"
+    match = LATBENCH_NAME.match(name)
+    if match:
+        return f"{match['unit'].upper()} ({match['where']})"
+    for prefix, kind in HELP_KINDS.items():
+        if name.startswith(prefix):
+            return kind
+    return "other"
+
+
+@functools.lru_cache(maxsize=1)
+def valid_cells() -> frozenset[str]:
+    """Every cell with an input→output path (15284 of 15625)."""
+    return frozenset(arch for arch in nb201.all_arch_strings() if nb201.is_valid(arch))
+
+
+def store_devices(store: Path) -> list[str]:
+    return sorted(p.name for p in Path(store).iterdir() if p.is_dir() and any(p.glob("*.parquet"))) if Path(store).is_dir() else []
+
+
+def newest_config(rows: pl.DataFrame) -> str:
+    """The configuration of the newest row (published rows carry no time: their only configuration)."""
+    ordered = rows.sort("measured_at", nulls_last=False)
+    return str(ordered["config_id"][-1])
+
+
+def load_cells(store: Path, device: str, statistic: str) -> CellDevice | None:
+    """A device's valid NB201 cells under its newest configuration, or None when it has none."""
+    rows = tables.read(Path(store) / device, tables.LATENCY).filter(
+        pl.col("error").is_null() & (pl.col("space") == nb201.NAME) & (pl.col("device") == device)
+    )
+    if rows.is_empty():
+        return None
+    config = newest_config(rows)
+    rows = rows.filter(pl.col("config_id") == config)
+    rows = rows.filter(pl.col("arch").is_in(list(valid_cells())))
+    if rows.is_empty():
+        return None
+    column = statistic if rows[statistic].null_count() < rows.height else "mean_ms"  # a tool without samples: its mean
+    latest = rows.sort("measured_at", nulls_last=False).unique("arch", keep="last").sort("arch")
+    first = rows.row(0, named=True)
+    return CellDevice(
+        name=device, source=first["source"], backend=first["backend"],
+        kind=device_kind(device, first["source"], first["backend"], first["environment"]), config_id=config,
+        archs=latest["arch"].to_list(), latency_ms=latest[column].to_numpy().astype(float), rows=rows,
+    )
+
+
+def load_cell_devices(stores: list[Path], statistic: str, min_cells: int) -> list[CellDevice]:
+    """Every device with at least ``min_cells`` valid cells in any of the stores, in store order."""
+    found = []
+    for store in stores:
+        for device in store_devices(store):
+            loaded = load_cells(store, device, statistic)
+            if loaded is not None and len(loaded.archs) >= min_cells:
+                found.append(loaded)
+    return found
+
+
+def load_models(store: Path) -> pl.DataFrame:
+    """Every named-model row (``leti measure-model``) of a store, successful ones only."""
+    frames = [tables.read(Path(store) / device, tables.LATENCY) for device in store_devices(store)]
+    if not frames:
+        return tables.empty(tables.LATENCY)
+    rows = pl.concat(frames, how="vertical")
+    return rows.filter(pl.col("error").is_null() & (pl.col("space") == "model"))
+
+
+def load_op_profiles(stores: list[Path]) -> pl.DataFrame:
+    """Every per-operator profile row in the given folders (missing folders are skipped)."""
+    frames = [tables.read(store, tables.OP_PROFILE) for store in stores if Path(store).is_dir()]
+    frames = [frame for frame in frames if frame.height]
+    return pl.concat(frames, how="vertical") if frames else tables.empty(tables.OP_PROFILE)
+
+
+def load_op_lookups(store: Path, statistic: str) -> dict[str, pl.DataFrame]:
+    """Device -> its measured per-op lookup (``op_key``, ``op``, ``latency_ms``), newest configuration."""
+    lookups = {}
+    for device in store_devices(store):
+        rows = tables.read(Path(store) / device, tables.OP_LATENCY).filter(pl.col("error").is_null())
+        if rows.is_empty():
+            continue
+        rows = rows.filter(pl.col("config_id") == newest_config(rows))
+        lookups[device] = (
+            rows.sort("measured_at").unique("op_key", keep="last").select("op_key", "op", pl.col(statistic).alias("latency_ms"))
+        )
+    return lookups
