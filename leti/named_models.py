@@ -4,7 +4,7 @@ A named model is a torchvision classifier by builder name (``resnet18``, ``mobil
 randomly initialised: latency does not depend on the weights' values, and nothing is downloaded),
 an ONNX file or a ``.tflite`` file. It is timed on a device of ``params.yaml`` exactly as a cell
 is (the device's backend, timing protocol, locks and retries), and its rows go to a latency store
-(``<store>/<device>/part-*.parquet``, the ``LATENCY`` table) with ``space = "model"``, the model's
+(``<store>/<device>/model/part-*.parquet``, the ``LATENCY`` table) with ``space = "model"``, the model's
 name as ``arch``, its digest, FLOPs and parameters. A torchvision network runs on every backend
 (converted to ONNX or TFLite when the backend runs files); an ONNX file runs on backends that run
 ONNX (``onnxruntime-cpu``), a ``.tflite`` file on those that run TFLite (``tflite-cpu``,
@@ -500,9 +500,10 @@ def measure_models(
     host_turn = device_turn if backend.times_on_host else contextlib.nullcontext
     run_turn = contextlib.nullcontext if backend.times_on_host else device_turn
     results: list[ModelResult] = []
-    campaign.device_dir(store, device.name).mkdir(parents=True, exist_ok=True)
+    rows_dir = campaign.space_dir(store, device.name, SPACE)  # where write_part puts rows whose space is SPACE
+    rows_dir.mkdir(parents=True, exist_ok=True)
     with store_lock, host_turn(), tempfile.TemporaryDirectory(prefix=f"leti-models-{device.name}-") as workdir:
-        campaign.remove_stale_temp_files(campaign.device_dir(store, device.name))
+        campaign.remove_stale_temp_files(rows_dir)
         models = [load(source, device.protocol.batch, input_shape) for source in sources]
         configs = {model.source.name: config_id(device, backend, model.example) for model in models}
         rows = existing_rows(store, device.name)

@@ -38,15 +38,18 @@ def test_profiler_operators_fall_into_the_categories_a_reader_asks_about(name, c
 
 def test_flops_and_layerwise_fits_on_a_published_device(help_cells) -> None:
     archs, latency = help_cells
-    fit = analysis.fit_device(device("1080ti_1", archs, latency), train_size=150, val_size=20, seed=0)
+    fit = analysis.fit_device(device("1080ti_1", archs, latency), nb201, train_size=150, val_size=20, seed=0)
     assert (fit.n_train, fit.n_test) == (150, 80)
-    assert fit.flops_spearman == pytest.approx(analysis.spearman(analysis.cell_flops(archs), latency))
+    assert fit.flops_spearman == pytest.approx(analysis.spearman(analysis.cell_flops(archs, nb201), latency))
     parts = evaluation.split(len(archs), 150, 20, 0)
     reference = LayerwisePredictor().fit([archs[i] for i in parts.train], latency[parts.train])
     assert fit.test_layerwise == pytest.approx(reference.predict([archs[i] for i in parts.test]))
-    assert analysis.relative(fit.marginal_ms)["nor_conv_3x3"] == 1.0
-    flops = analysis.relative(analysis.flops_marginal())
-    assert flops["skip_connect"] == flops["avg_pool_3x3"] == 0 and flops["nor_conv_1x1"] == pytest.approx(1 / 9, rel=0.01)
+    assert analysis.relative(fit.marginal_ms, "nor_conv_3x3")["nor_conv_3x3"] == 1.0
+    marginal = analysis.flops_marginal(archs, nb201)  # fitted on op counts: exact, FLOPs add up per op
+    assert analysis.reference_op(marginal) == "nor_conv_3x3"
+    flops = analysis.relative(marginal, "nor_conv_3x3")
+    assert flops["skip_connect"] == pytest.approx(0, abs=1e-9) and flops["avg_pool_3x3"] == pytest.approx(0, abs=1e-9)
+    assert flops["nor_conv_1x1"] == pytest.approx(1 / 9, rel=1e-6)  # c·c against 9·c·c multiply-adds
 
 
 def test_a_measured_lookup_that_adds_up_predicts_every_cell_and_says_where_time_goes() -> None:
@@ -57,11 +60,22 @@ def test_a_measured_lookup_that_adds_up_predicts_every_cell_and_says_where_time_
                            "latency_ms": rng.uniform(0.01, 0.5, len(instances))})
     archs = nb201.sample_valid(40, seed=3)
     measured = layerwise.predict_from_lookup(archs, lookup.select("op_key", "latency_ms"))
-    check = analysis.check_lookup(device("torch-cpu", sorted(archs), measured[np.argsort(archs)]), lookup)
+    check = analysis.check_lookup(device("torch-cpu", sorted(archs), measured[np.argsort(archs)]), lookup, nb201)
     assert check is not None and check.metrics["acc_10pct"] == 100.0 and check.coverage == pytest.approx(1.0)
     assert sum(check.time_shares.values()) == pytest.approx(1.0) and sum(check.flops_shares.values()) == pytest.approx(1.0)
-    assert set(check.time_shares) >= {"fixed blocks", "cell additions"}
-    assert analysis.check_lookup(device("other", archs[:5], measured[:5]), lookup.head(3)) is None  # a table for other shapes
+    assert set(check.time_shares) >= {analysis.FIXED_BLOCKS, analysis.ADDITIONS}
+    # the marginal costs recovered from the summed cells are the table's own: an edge's op in every cell, minus none
+    per_op = dict(zip(lookup["op_key"].to_list(), lookup["latency_ms"].to_list()))
+    edge = {op: sum(per_op[i.key] for i in instances if i.op == op) * nb201.NetworkConfig().cells_per_stage for op in nb201.OPS}
+    assert check.marginal_ms["nor_conv_3x3"] == pytest.approx(edge["nor_conv_3x3"] - edge["none"], rel=1e-6)
+    assert analysis.check_lookup(device("other", archs[:5], measured[:5]), lookup.head(3), nb201) is None  # a table for other shapes
+
+
+def test_the_decomposition_counts_the_flops_the_space_counts() -> None:
+    """FLOPs shares come from the operator instances; their sum must be the network's FLOPs."""
+    for arch in nb201.sample_valid(5, seed=4):
+        ops = layerwise.network_ops(arch, nb201.NetworkConfig())
+        assert sum(n * analysis.instance_flops(i, nb201) for i, n in ops.items()) == nb201.flops_params(arch)[0]
 
 
 def test_devices_that_rank_alike_cluster_and_the_odd_one_stays_out(help_cells) -> None:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from leti import features, tables
+from leti import features, spaces, tables
 from leti.investigation import analysis, data, figures, report
 
-DEFAULTS = {"statistic": "min_ms", "train_size": 900, "val_size": 100, "seed": 0, "cluster_threshold": 0.9,
+DEFAULTS = {"space": spaces.DEFAULT, "statistic": "min_ms", "train_size": 900, "val_size": 100, "seed": 0, "cluster_threshold": 0.9,
             "min_cells": 20, "min_common_cells": 50}
 
 
@@ -28,21 +28,23 @@ def investigate(
     """Compute every study, draw the figures, write ``report.md``, the CSVs and ``summary.json`` under ``out``."""
     config = {**DEFAULTS, **config}
     out.mkdir(parents=True, exist_ok=True)
-    statistic = config["statistic"]
-    devices = data.load_cell_devices([Path(s) for s in cell_stores], statistic, config["min_cells"])
-    features.preload(features.table(sorted(data.valid_cells()), ["counts"]))  # the per-op fits' regressors, once
-    log(f"investigate: {len(devices)} devices with NAS-Bench-201 cells")
-    fits = [analysis.fit_device(d, config["train_size"], config["val_size"], config["seed"]) for d in devices]
+    statistic, space = config["statistic"], spaces.get(config["space"])
+    devices = data.load_cell_devices([Path(s) for s in cell_stores], statistic, config["min_cells"], space)
+    cells = sorted({arch for device in devices for arch in device.archs})
+    features.preload(features.table(cells, ["counts"], space.NAME))  # the per-op fits' regressors, once
+    log(f"investigate: {len(devices)} devices with {space.NAME} cells")
+    fits = [analysis.fit_device(d, space, config["train_size"], config["val_size"], config["seed"]) for d in devices]
     lookup_tables = data.load_op_lookups(op_latency_store, statistic) if op_latency_store and op_latency_store.is_dir() else {}
     lookups = [check for d in devices if d.name in lookup_tables and d.measured_here
-               for check in [analysis.check_lookup(d, lookup_tables[d.name])] if check is not None]
+               for check in [analysis.check_lookup(d, lookup_tables[d.name], space)] if check is not None]
+    flops_marginal = analysis.flops_marginal(cells, space) if cells else {}
     cross = analysis.cross_device(devices, config["min_common_cells"], config["cluster_threshold"]) if devices else None
     models = data.load_models(model_store) if model_store and model_store.is_dir() else tables.empty(tables.LATENCY)
     networks = analysis.popular_networks(models, statistic)
     shares = analysis.op_shares(data.load_op_profiles([Path(s) for s in op_profile_stores]))
     noise_rows = analysis.noise_rows(devices, models)
     results = report.Results(
-        config=config, devices=devices, fits=fits, lookups=lookups, cross=cross, networks=networks,
+        config=config, space=space, flops_marginal=flops_marginal, devices=devices, fits=fits, lookups=lookups, cross=cross, networks=networks,
         networks_spearman=analysis.models_flops_spearman(networks) if not networks.is_empty() else {},
         shares=shares, noise=analysis.noise_summary(noise_rows),
     )
@@ -54,24 +56,24 @@ def investigate(
 def draw(results: report.Results, noise_rows: Any, out: Path) -> dict[str, Path]:
     """Every figure the data allows, as paths relative to ``out`` (where report.md links them)."""
     folder = out / "figures"
+    title = data.space_title(results.space)
     drawn: dict[str, Path | None] = {}
     if results.fits:
-        drawn["flops_rank_correlation"] = figures.flops_correlation(results.fits, folder / "flops_rank_correlation.png")
-        flops = {fit.device.name: analysis.cell_flops(fit.device.archs) for fit in results.fits}
+        drawn["flops_rank_correlation"] = figures.flops_correlation(results.fits, title, folder / "flops_rank_correlation.png")
+        flops = {fit.device.name: analysis.cell_flops(fit.device.archs, results.space) for fit in results.fits}
         drawn["latency_vs_flops"] = figures.latency_vs_flops(results.fits, flops, folder / "latency_vs_flops.png")
         drawn["layerwise_accuracy"] = figures.layerwise_accuracy(results.fits, results.lookups, folder / "layerwise_accuracy.png")
         drawn["layerwise_scatter"] = figures.layerwise_scatter(results.fits, results.lookups, folder / "layerwise_scatter.png")
-        drawn["op_costs"] = figures.op_costs(results.fits, results.lookups, analysis.relative(analysis.flops_marginal()),
-                                             folder / "op_costs.png")
+        drawn["op_costs"] = figures.op_costs(results.fits, results.lookups, results.flops_marginal, folder / "op_costs.png")
     for check in results.lookups:
         key = f"cell_time_shares_{check.device.name}"
-        drawn[key] = figures.cell_time_shares(check, folder / f"{key}.png")
+        drawn[key] = figures.cell_time_shares(check, title, folder / f"{key}.png")
     if not results.shares.is_empty():
         for device in results.shares["device"].unique(maintain_order=True).to_list():
             drawn[f"time_shares_{device}"] = figures.time_shares(results.shares, device, folder / f"time_shares_{device}.png")
     if results.cross is not None and len(results.cross.names) > 1:
         kinds = {d.label: d.kind for d in results.devices}
-        drawn["cross_device_correlation"] = figures.cross_device_heatmap(results.cross, kinds, folder / "cross_device_correlation.png")
+        drawn["cross_device_correlation"] = figures.cross_device_heatmap(results.cross, kinds, title, folder / "cross_device_correlation.png")
     if not results.networks.is_empty():
         statistic = results.config["statistic"]
         drawn["popular_networks"] = figures.popular_networks(results.networks, folder / "popular_networks.png", statistic)

@@ -2,13 +2,15 @@
 
 Every figure here is computed from the stores; nothing is typed in. Fits follow the BRP-NAS split
 (``train_size`` / ``val_size`` cells drawn by seed, the rest tested; a device with fewer cells uses 60 %
-and 10 % of them) so the accuracies read like the predictor reports'.
+and 10 % of them) so the accuracies read like the predictor reports'. Cells are handled through their
+search space's interface (``leti.spaces``): FLOPs, op counts and, for the measured lookups, the
+space's operator decomposition (``leti.layerwise``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,16 +21,12 @@ from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
 from leti import evaluation, layerwise
-from leti.features import costs
 from leti.investigation.data import CellDevice
 from leti.metrics import regression_metrics
 from leti.predictors.flops import FlopsPredictor
 from leti.predictors.layerwise import LayerwisePredictor
-from leti.spaces import nb201
-
-EDGE_OPS = tuple(op for op in nb201.OPS if op != "none")
-"""The ops whose cost the fitted sum identifies, each relative to ``none`` (the counts of a cell's six
-edges always sum to six, so only differences between ops are determined)."""
+from leti.spaces import SearchSpace
+from leti.spaces.base import OpInstance, count_flops
 OP_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("depthwise convolution", r"depthwise"),
     ("attention", r"attention|softmax"),
@@ -54,14 +52,31 @@ def op_category(name: str) -> str:
     return "other"
 
 
+def baseline_op(space: SearchSpace) -> str:
+    """The op every other op's cost is measured against: the first of the space's ops (NB201's ``none``).
+    In NB201 a cell's six op counts always sum to six, so only differences between ops are identified."""
+    return space.OPS[0]
+
+
+def compared_ops(space: SearchSpace) -> tuple[str, ...]:
+    return space.OPS[1:]
+
+
 @lru_cache(maxsize=None)
-def _flops(arch: str) -> int:
-    return costs.network_cost(arch).flops
+def _flops(space: SearchSpace, arch: str) -> int:
+    return space.flops_params(arch)[0]
 
 
-def cell_flops(archs: Sequence[str]) -> np.ndarray:
-    """FLOPs of each cell's network (the benchmark's CIFAR network: 32x32 input, 16 channels, 5 cells a stage)."""
-    return np.array([_flops(arch) for arch in archs], dtype=float)
+def cell_flops(archs: Sequence[str], space: SearchSpace) -> np.ndarray:
+    """FLOPs of each cell's network (the space's benchmark network, e.g. NB201's CIFAR network), as the space counts them."""
+    return np.array([_flops(space, arch) for arch in archs], dtype=float)
+
+
+def op_marginals(archs: Sequence[str], values: np.ndarray, space: SearchSpace) -> dict[str, float]:
+    """What each op adds to ``values`` (latency, or FLOPs) when it replaces the baseline op, from a least-squares
+    fit of ``values`` on the cells' op counts. Exact when ``values`` is a sum of per-op parts (FLOPs, a lookup)."""
+    table = LayerwisePredictor(space=space.NAME).fit(list(archs), np.asarray(values, dtype=float)).op_table()
+    return {op: table[op] - table[baseline_op(space)] for op in compared_ops(space)}
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,36 +107,40 @@ class DeviceFit:
     test_layerwise: np.ndarray
 
 
-def fit_device(device: CellDevice, train_size: int, val_size: int, seed: int) -> DeviceFit:
+def fit_device(device: CellDevice, space: SearchSpace, train_size: int, val_size: int, seed: int) -> DeviceFit:
     """Rank correlation with FLOPs over every cell; FLOPs and layer-wise fits on the train split."""
     archs = np.asarray(device.archs, dtype=object)
     y = device.latency_ms
     parts = device_split(len(archs), train_size, val_size, seed)
     train, test = list(archs[parts.train]), list(archs[parts.test])
-    flops_model = FlopsPredictor().fit(train, y[parts.train])
-    layer_model = LayerwisePredictor().fit(train, y[parts.train])
+    flops_model = FlopsPredictor(space=space.NAME).fit(train, y[parts.train])
+    layer_model = LayerwisePredictor(space=space.NAME).fit(train, y[parts.train])
     predicted = layer_model.predict(test)
     table = layer_model.op_table()
     return DeviceFit(
         device=device,
-        flops_spearman=spearman(cell_flops(device.archs), y),
+        flops_spearman=spearman(cell_flops(device.archs, space), y),
         n_train=len(train),
         n_test=len(test),
         flops_fit=regression_metrics(y[parts.test], flops_model.predict(test)),
         layerwise_fit=regression_metrics(y[parts.test], predicted),
-        marginal_ms={op: table[op] - table["none"] for op in EDGE_OPS},
+        marginal_ms={op: table[op] - table[baseline_op(space)] for op in compared_ops(space)},
         test_measured=y[parts.test],
         test_layerwise=predicted,
     )
 
 
-def flops_marginal() -> dict[str, float]:
-    """FLOPs of an edge carrying op instead of none (all 15 cells), the proxy's view of op costs."""
-    table = costs.op_costs()
-    return {op: float(table[op].flops - table["none"].flops) for op in EDGE_OPS}
+def flops_marginal(archs: Sequence[str], space: SearchSpace) -> dict[str, float]:
+    """FLOPs an op adds in place of the baseline op, over ``archs``: the FLOPs proxy's view of op costs."""
+    return op_marginals(archs, cell_flops(archs, space), space)
 
 
-def relative(marginal: dict[str, float], reference: str = "nor_conv_3x3") -> dict[str, float]:
+def reference_op(flops_marginal: dict[str, float]) -> str:
+    """The op the others are compared with: the one FLOPs call costliest (NB201's 3x3 convolution)."""
+    return max(flops_marginal, key=lambda op: flops_marginal[op])
+
+
+def relative(marginal: dict[str, float], reference: str) -> dict[str, float]:
     """Each op's marginal cost as a fraction of the reference op's."""
     base = marginal[reference]
     return {op: value / base if base else float("nan") for op, value in marginal.items()}
@@ -137,55 +156,63 @@ class LookupCheck:
     coverage: float  # median of predicted / measured: the share of a network's time the sum accounts for
     time_shares: dict[str, float]  # average share of the summed time by block kind
     flops_shares: dict[str, float]  # the same cells' FLOPs shares
-    marginal_ms: dict[str, float]  # measured alone: an edge carrying op instead of none (all 15 cells)
+    marginal_ms: dict[str, float]  # summed from ops measured alone: an op in place of the baseline op
 
 
-BLOCKS = {"stem": "fixed blocks", "reduction": "fixed blocks", "head": "fixed blocks", "add": "cell additions"}
+FIXED_BLOCKS = "fixed blocks"  # what every network runs whatever its cell: stem, reductions, head
+ADDITIONS = "cell additions"  # the sums of a cell's edges (the decomposition's ``add`` operator)
 
 
-def check_lookup(device: CellDevice, lookup: pl.DataFrame) -> LookupCheck | None:
+def block(instance: OpInstance, space: SearchSpace) -> str:
+    """Which part of a network an operator instance belongs to: a cell op (by name), additions, or fixed."""
+    if instance.op in space.OPS:
+        return instance.op
+    return ADDITIONS if instance.op == "add" else FIXED_BLOCKS
+
+
+def mean_shares(archs: Sequence[str], cost: Callable[[OpInstance], float], space: SearchSpace) -> dict[str, float]:
+    """Average share of a network's ``cost`` (time from a lookup, or FLOPs) by block over ``archs``;
+    a block a network lacks counts as zero, so the shares sum to one."""
+    config = space.NetworkConfig()
+    sums: dict[str, float] = {}
+    for arch in archs:
+        parts: dict[str, float] = {}
+        for instance, n in layerwise.network_ops(arch, config).items():
+            parts[block(instance, space)] = parts.get(block(instance, space), 0.0) + n * cost(instance)
+        total = sum(parts.values())
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + value / total
+    return {name: value / len(archs) for name, value in sums.items()}
+
+
+@lru_cache(maxsize=None)
+def instance_flops(instance: OpInstance, space: SearchSpace) -> int:
+    """FLOPs of one operator instance, counted on the built module as the space counts a network's."""
+    import torch
+
+    return count_flops(layerwise.build_op(instance, space.NAME).eval(), torch.randn(instance.input_shape(1)))
+
+
+def check_lookup(device: CellDevice, lookup: pl.DataFrame, space: SearchSpace) -> LookupCheck | None:
     """The measured lookup's prediction of every measured cell (nothing fitted); None when the table
-    does not cover the cells' operators (another network configuration)."""
+    does not cover the cells' operators (another network configuration) or the space has no operator
+    decomposition."""
+    if space.NAME not in layerwise.SPACES:
+        return None
     latency = dict(zip(lookup["op_key"].to_list(), lookup["latency_ms"].to_list()))
     try:
-        predicted = layerwise.predict_from_lookup(device.archs, lookup.select("op_key", "latency_ms"))
+        predicted = layerwise.predict_from_lookup(device.archs, lookup.select("op_key", "latency_ms"), space.NetworkConfig())
     except KeyError:
         return None
-    shares: dict[str, list[float]] = {}
-    for arch in device.archs:
-        counts = layerwise.network_ops(arch)
-        total = sum(n * latency[op.key] for op, n in counts.items())
-        by_block: dict[str, float] = {}
-        for op, n in counts.items():
-            block = BLOCKS.get(op.op, op.op)
-            by_block[block] = by_block.get(block, 0.0) + n * latency[op.key] / total
-        for block, value in by_block.items():
-            shares.setdefault(block, []).append(value)
-    edge = {op: sum(n * latency[i.key] for i, n in layerwise.edge_ops(op).items()) for op in nb201.OPS}
     return LookupCheck(
         device=device,
         metrics=regression_metrics(device.latency_ms, predicted),
         predicted=predicted,
         coverage=float(np.median(predicted / device.latency_ms)),
-        time_shares={block: float(np.sum(values) / len(device.archs)) for block, values in shares.items()},
-        flops_shares=flops_shares(device.archs),
-        marginal_ms={op: edge[op] - edge["none"] for op in EDGE_OPS},
+        time_shares=mean_shares(device.archs, lambda instance: latency[instance.key], space),
+        flops_shares=mean_shares(device.archs, lambda instance: instance_flops(instance, space), space),
+        marginal_ms=op_marginals(device.archs, predicted, space),  # exact: the lookup's sum is linear in op counts
     )
-
-
-def flops_shares(archs: Sequence[str]) -> dict[str, float]:
-    """Average share of a network's FLOPs by block kind over ``archs``."""
-    table, fixed = costs.op_costs(), costs.fixed_cost()
-    shares: dict[str, list[float]] = {}
-    for arch in archs:
-        cell = nb201.parse(arch)
-        total = fixed.flops + sum(table[op].flops for op in cell)
-        parts = {"fixed blocks": fixed.flops}
-        for op in cell:
-            parts[op] = parts.get(op, 0) + table[op].flops
-        for block, value in parts.items():
-            shares.setdefault(block, []).append(value / total)
-    return {block: float(np.sum(values) / len(archs)) for block, values in shares.items()}
 
 
 @dataclass

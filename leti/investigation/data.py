@@ -1,11 +1,13 @@
-"""What the investigation reads: every device's NAS-Bench-201 cells, the named networks, per-op tables.
+"""What the investigation reads: every device's cells of one search space, the named networks, per-op tables.
 
-A latency store (``<store>/<device>/part-*.parquet``) holds leti's own measurements or published
-ones (``backend = "published"``); the investigation takes whatever devices it finds. For each
-device it keeps one measurement configuration (the newest: a store appends, so an old protocol's
-rows may still be there), the cells with an input→output path (BRP-NAS and HELP exclude the 341
-without one), and one latency per cell: the configured statistic of the timed runs for leti's own
-rows (the newest row of a cell measured twice), the single published value otherwise.
+A latency store (``<store>/<device>/<space>/part-*.parquet``; older stores put parts directly under
+``<device>/``) holds leti's own measurements or published ones (``backend = "published"``); the
+investigation takes whatever devices it finds with cells of the space. For each device it keeps one
+measurement configuration (the newest: a store appends, so an old protocol's rows may still be
+there), the valid cells (the space's ``is_valid``: NAS-Bench-201's 341 cells without an input→output
+path are left out, as BRP-NAS and HELP do), and one latency per cell: the configured statistic of
+the timed runs for leti's own rows (the newest row of a cell measured twice), the single published
+value otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from leti import tables
-from leti.spaces import nb201
+from leti.spaces import SearchSpace
 
 PUBLISHED = "published"
 LATBENCH_NAME = re.compile(r"^(?P<where>mobile|desktop|embedded)-(?P<unit>gpu|cpu|dsp)-(?P<chip>.+)-(?P<precision>fp32|fp16|int8)$")
@@ -37,7 +39,7 @@ KIND_ORDER = ("GPU (desktop)", "GPU (embedded)", "GPU (mobile)", "DSP (mobile)",
 
 @dataclass(frozen=True)
 class CellDevice:
-    """One device's NAS-Bench-201 latencies: ``archs`` sorted, ``latency_ms`` aligned with them."""
+    """One device's latencies of a space's cells: ``archs`` sorted, ``latency_ms`` aligned with them."""
 
     name: str
     source: str  # "leti" for this project's measurements, else the dataset (help, latbench, a file name)
@@ -83,14 +85,22 @@ def device_kind(name: str, source: str, backend: str, environment: str | None = 
     return "other"
 
 
-@functools.lru_cache(maxsize=1)
-def valid_cells() -> frozenset[str]:
-    """Every cell with an input→output path (15284 of 15625)."""
-    return frozenset(arch for arch in nb201.all_arch_strings() if nb201.is_valid(arch))
+SPACE_TITLES = {"nb201": "NAS-Bench-201", "nb101": "NAS-Bench-101"}
+
+
+def space_title(space: SearchSpace) -> str:
+    """The benchmark's published name for a figure title (the space's own name for any other)."""
+    return SPACE_TITLES.get(space.NAME, space.NAME)
+
+
+@functools.lru_cache(maxsize=None)
+def is_valid(space: SearchSpace, arch: str) -> bool:
+    return space.is_valid(arch)
 
 
 def store_devices(store: Path) -> list[str]:
-    return sorted(p.name for p in Path(store).iterdir() if p.is_dir() and any(p.glob("*.parquet"))) if Path(store).is_dir() else []
+    """Device folders of a store that hold any part, in either layout."""
+    return sorted(p.name for p in Path(store).iterdir() if p.is_dir() and any(p.rglob("*.parquet"))) if Path(store).is_dir() else []
 
 
 def newest_config(rows: pl.DataFrame) -> str:
@@ -99,16 +109,16 @@ def newest_config(rows: pl.DataFrame) -> str:
     return str(ordered["config_id"][-1])
 
 
-def load_cells(store: Path, device: str, statistic: str) -> CellDevice | None:
-    """A device's valid NB201 cells under its newest configuration, or None when it has none."""
+def load_cells(store: Path, device: str, statistic: str, space: SearchSpace) -> CellDevice | None:
+    """A device's valid cells of ``space`` under its newest configuration, or None when it has none."""
     rows = tables.read(Path(store) / device, tables.LATENCY).filter(
-        pl.col("error").is_null() & (pl.col("space") == nb201.NAME) & (pl.col("device") == device)
+        pl.col("error").is_null() & (pl.col("space") == space.NAME) & (pl.col("device") == device)
     )
     if rows.is_empty():
         return None
     config = newest_config(rows)
     rows = rows.filter(pl.col("config_id") == config)
-    rows = rows.filter(pl.col("arch").is_in(list(valid_cells())))
+    rows = rows.filter(pl.col("arch").map_elements(lambda arch: is_valid(space, arch), return_dtype=pl.Boolean))
     if rows.is_empty():
         return None
     column = statistic if rows[statistic].null_count() < rows.height else "mean_ms"  # a tool without samples: its mean
@@ -121,12 +131,12 @@ def load_cells(store: Path, device: str, statistic: str) -> CellDevice | None:
     )
 
 
-def load_cell_devices(stores: list[Path], statistic: str, min_cells: int) -> list[CellDevice]:
-    """Every device with at least ``min_cells`` valid cells in any of the stores, in store order."""
+def load_cell_devices(stores: list[Path], statistic: str, min_cells: int, space: SearchSpace) -> list[CellDevice]:
+    """Every device with at least ``min_cells`` valid cells of ``space`` in any of the stores, in store order."""
     found = []
     for store in stores:
         for device in store_devices(store):
-            loaded = load_cells(store, device, statistic)
+            loaded = load_cells(store, device, statistic, space)
             if loaded is not None and len(loaded.archs) >= min_cells:
                 found.append(loaded)
     return found

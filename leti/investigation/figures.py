@@ -16,13 +16,20 @@ import polars as pl  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
-from leti.investigation.analysis import EDGE_OPS, CrossDevice, DeviceFit, LookupCheck  # noqa: E402
+from leti.investigation import analysis  # noqa: E402
+from leti.investigation.analysis import CrossDevice, DeviceFit, LookupCheck  # noqa: E402
 from leti.investigation.data import KIND_ORDER, CellDevice  # noqa: E402
 
 DPI = 120
 PALETTE = dict(zip(KIND_ORDER, ["#1f77b4", "#17becf", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e", "#8c564b", "#000000",
                                 "#7f7f7f", "#e377c2"]))
-OP_LABELS = {"skip_connect": "skip", "nor_conv_1x1": "conv 1×1", "nor_conv_3x3": "conv 3×3", "avg_pool_3x3": "avg pool 3×3"}
+OP_LABELS = {"none": "none (zero)", "skip_connect": "skip", "nor_conv_1x1": "conv 1×1", "nor_conv_3x3": "conv 3×3",
+             "avg_pool_3x3": "avg pool 3×3", analysis.ADDITIONS: "cell additions", analysis.FIXED_BLOCKS: "stem, reductions, head"}
+"""Short axis labels for op names (NB201's here); any other op is shown by its own name."""
+
+
+def op_label(op: str) -> str:
+    return OP_LABELS.get(op, op)
 
 
 def colour(kind: str) -> str:
@@ -41,7 +48,7 @@ def save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def flops_correlation(fits: Sequence[DeviceFit], path: Path) -> Path:
+def flops_correlation(fits: Sequence[DeviceFit], space: str, path: Path) -> Path:
     """Bars: Spearman ρ(FLOPs, latency) per device, sorted, coloured by kind."""
     fits = sorted(fits, key=lambda fit: np.nan_to_num(fit.flops_spearman, nan=-2))
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * len(fits)))
@@ -53,7 +60,7 @@ def flops_correlation(fits: Sequence[DeviceFit], path: Path) -> Path:
     ax.axvline(0.9, color="grey", lw=0.8, ls="--")
     ax.text(0.9, len(fits) - 0.3, "ρ = 0.9 ", ha="right", va="bottom", fontsize=8, color="grey")
     ax.set_xlabel("Spearman ρ between network FLOPs and measured latency (1 = FLOPs order the cells perfectly)")
-    ax.set_title("How well FLOPs rank NAS-Bench-201 networks by latency, per device")
+    ax.set_title(f"How well FLOPs rank {space} networks by latency, per device")
     kind_legend(ax, [fit.device.kind for fit in fits], loc="lower right", fontsize=8)
     return save(fig, path)
 
@@ -147,29 +154,30 @@ def layerwise_scatter(fits: Sequence[DeviceFit], lookups: Sequence[LookupCheck],
     return save(fig, path)
 
 
-def op_costs(fits: Sequence[DeviceFit], lookups: Sequence[LookupCheck], flops_relative: dict[str, float], path: Path) -> Path:
-    """Heatmap: what an edge op costs relative to a 3x3 convolution, per device, beside the FLOPs ratio."""
-    from leti.investigation.analysis import relative
-
-    rows = [("FLOPs (the proxy)", flops_relative, "other")]
-    rows += [(f"{check.device.label} (measured alone)", relative(check.marginal_ms), check.device.kind) for check in lookups]
+def op_costs(fits: Sequence[DeviceFit], lookups: Sequence[LookupCheck], flops_marginal: dict[str, float], path: Path) -> Path:
+    """Heatmap: what an op costs relative to the op FLOPs call costliest (NB201: a 3x3 conv), per device,
+    beside the FLOPs ratio."""
+    reference = analysis.reference_op(flops_marginal)
+    rows = [("FLOPs (the proxy)", analysis.relative(flops_marginal, reference), "other")]
+    rows += [(f"{check.device.label} (measured alone)", analysis.relative(check.marginal_ms, reference), check.device.kind)
+             for check in lookups]
     order = {kind: i for i, kind in enumerate(KIND_ORDER)}
     for fit in sorted(fits, key=lambda f: (order.get(f.device.kind, 99), f.device.label)):
-        rows.append((fit.device.label, relative(fit.marginal_ms), fit.device.kind))
-    ops = [op for op in EDGE_OPS if op != "nor_conv_3x3"]
+        rows.append((fit.device.label, analysis.relative(fit.marginal_ms, reference), fit.device.kind))
+    ops = [op for op in flops_marginal if op != reference]
     values = np.array([[row[1][op] for op in ops] for row in rows])
     fig, ax = plt.subplots(figsize=(6.5, 1.4 + 0.3 * len(rows)))
     finite = values[np.isfinite(values)]
     image = ax.imshow(values, cmap="YlOrRd", aspect="auto", vmin=min(0.0, finite.min(initial=0)), vmax=max(1.0, finite.max(initial=1)))
     for (i, j), value in np.ndenumerate(values):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="black" if value < 0.8 * values.max() else "white")
-    ax.set_xticks(range(len(ops)), [OP_LABELS[op] for op in ops])
+    ax.set_xticks(range(len(ops)), [op_label(op) for op in ops])
     ax.set_yticks(range(len(rows)), [row[0] for row in rows], fontsize=8)
     for tick, row in zip(ax.get_yticklabels(), rows):
         tick.set_color(colour(row[2]) if row[2] != "other" else "black")
     ax.xaxis.tick_top()
-    fig.colorbar(image, ax=ax, label="cost of the op on an edge / cost of a 3×3 conv there")
-    ax.set_title("What an edge op costs relative to a 3×3 convolution (per-op fit per device; FLOPs row: the proxy)",
+    fig.colorbar(image, ax=ax, label=f"cost of the op / cost of a {op_label(reference)} in its place")
+    ax.set_title(f"What an op costs relative to a {op_label(reference)} (per-op fit per device; FLOPs row: the proxy)",
                  fontsize=10, pad=28)
     return save(fig, path)
 
@@ -202,24 +210,25 @@ def time_shares(shares: pl.DataFrame, device: str, path: Path, top: int = 7) -> 
     return save(fig, path)
 
 
-def cell_time_shares(check: LookupCheck, path: Path) -> Path:
-    """Two stacked bars: a NB201 cell's measured per-op time by block against its FLOPs by block."""
-    blocks = ["nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none", "cell additions", "fixed blocks"]
-    labels = {**OP_LABELS, "none": "none (zero)", "cell additions": "cell additions", "fixed blocks": "stem, reductions, head"}
+def cell_time_shares(check: LookupCheck, space: str, path: Path) -> Path:
+    """Two stacked bars: a cell's network, its measured per-op time by block against its FLOPs by block."""
+    names = (set(check.flops_shares) | set(check.time_shares)) - {analysis.FIXED_BLOCKS}
+    blocks = [*sorted(names, key=lambda name: (-check.flops_shares.get(name, 0.0), -check.time_shares.get(name, 0.0))),
+              analysis.FIXED_BLOCKS]  # the costly ops first, as FLOPs see them, then as time does
     fig, ax = plt.subplots(figsize=(9, 2.6))
     cmap = plt.get_cmap("tab10")
     for row, (name, shares) in enumerate([("time (measured lookup)", check.time_shares), ("FLOPs", check.flops_shares)]):
         left = 0.0
         for index, block in enumerate(blocks):
             width = 100 * shares.get(block, 0.0)
-            ax.barh(row, width, left=left, color=cmap(index), label=labels[block] if row == 0 else None)
+            ax.barh(row, width, left=left, color=cmap(index), label=op_label(block) if row == 0 else None)
             if width >= 5:
                 ax.text(left + width / 2, row, f"{width:.0f}", ha="center", va="center", fontsize=8)
             left += width
     ax.set_yticks([0, 1], ["time (per-op lookup)", "FLOPs"])
     ax.set_xlim(0, 100)
-    ax.set_xlabel("share of a NB201 network, averaged over the measured cells (%)")
-    ax.set_title(f"Where time goes in a NAS-Bench-201 network on {check.device.label}: time against FLOPs")
+    ax.set_xlabel("share of a network, averaged over the measured cells (%)")
+    ax.set_title(f"Where time goes in a {space} network on {check.device.label}: time against FLOPs")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=4, fontsize=8)
     return save(fig, path)
 
@@ -241,7 +250,7 @@ def plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(formatter)
 
 
-def cross_device_heatmap(cross: CrossDevice, kinds: dict[str, str], path: Path) -> Path:
+def cross_device_heatmap(cross: CrossDevice, kinds: dict[str, str], space: str, path: Path) -> Path:
     """Clustered heatmap of the rank correlation between devices; clusters outlined."""
     n = len(cross.names)
     size = max(6.0, 0.42 * n + 2.5)
@@ -262,7 +271,7 @@ def cross_device_heatmap(cross: CrossDevice, kinds: dict[str, str], path: Path) 
             start = min(position[name] for name in cluster)
             ax.add_patch(Rectangle((start - 0.5, start - 0.5), len(cluster), len(cluster), fill=False, edgecolor="red", lw=1.6))
     fig.colorbar(image, ax=ax, label="Spearman ρ over the cells both devices measured", shrink=0.8)
-    ax.set_title("Which devices rank NAS-Bench-201 networks alike (red boxes: clusters; tick colour: device kind)")
+    ax.set_title(f"Which devices rank {space} networks alike (red boxes: clusters; tick colour: device kind)")
     kind_legend(ax, list(kinds.values()), loc="upper left", bbox_to_anchor=(1.0, -0.02 - 3.0 / size), fontsize=8, ncol=2)
     return save(fig, path)
 

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leti.investigation import analysis
+from leti.investigation import analysis, data
 from leti.investigation.analysis import CrossDevice, DeviceFit, LookupCheck
 from leti.investigation.data import CellDevice
+from leti.spaces import SearchSpace
 
 
 @dataclass
@@ -21,6 +22,8 @@ class Results:
     """Everything the report shows, computed once."""
 
     config: dict[str, Any]
+    space: SearchSpace  # whose cells the device studies compare
+    flops_marginal: dict[str, float]  # FLOPs an op adds in place of the space's baseline op
     devices: list[CellDevice]
     fits: list[DeviceFit]
     lookups: list[LookupCheck]
@@ -112,7 +115,7 @@ def flops_section(results: Results) -> str:
     text = [
         "## 1. Latency against FLOPs",
         "",
-        "FLOPs of each cell's network (the benchmark's CIFAR network, as `leti.features.costs` counts them: 2 per",
+        f"FLOPs of each cell's network (the benchmark's own network, as the `{results.space.NAME}` space counts them: 2 per",
         "multiply-add of convolutions and the classifier) against the measured latency. Spearman ρ asks whether FLOPs",
         "*order* the cells as the device does; the FLOPs line (latency = a + b·FLOPs, fitted on the training cells)",
         "asks whether they *predict* it within ±10 %.",
@@ -182,20 +185,24 @@ def claim_verdict(mobile: dict[str, float]) -> str:
 
 
 def time_section(results: Results) -> str:
+    baseline = analysis.baseline_op(results.space)
+    reference = analysis.reference_op(results.flops_marginal) if results.flops_marginal else None
+    flops_view = analysis.relative(results.flops_marginal, reference) if reference else {}
     text = [
         "## 3. Where time goes",
         "",
-        "### What an edge op costs, per device",
+        "### What an op costs, per device",
         "",
-        "From each device's fitted per-op costs: the latency an edge adds when it carries an op instead of `none`, in all",
-        "15 cells, relative to a 3×3 convolution there. FLOPs call a skip connection and an average pool free and a 1×1",
-        "convolution 1/9 of a 3×3; the devices disagree.",
+        f"From each device's fitted per-op costs: the latency a cell's op adds when it replaces `{baseline}` (in every",
+        f"cell of the network), relative to `{reference}` in its place. FLOPs say: "
+        + ", ".join(f"`{op}` {round(value, 2) + 0.0:.2f}" for op, value in flops_view.items() if op != reference)  # no -0.00
+        + "; the devices' rows below say what the time is.",
         "",
         figure(results, "op_costs", "Cost of each edge op relative to a 3x3 convolution, per device"),
     ]
     for check in results.lookups:
         key = f"cell_time_shares_{check.device.name}"
-        text += [f"### A NAS-Bench-201 network on {check.device.label}, from its measured lookup", "",
+        text += [f"### A {data.space_title(results.space)} network on {check.device.label}, from its measured lookup", "",
                  figure(results, key, f"Time against FLOPs by block on {check.device.label}"),
                  table(["block", "share of time %", "share of FLOPs %"],
                        [(block, 100 * check.time_shares.get(block, 0.0), 100 * check.flops_shares.get(block, 0.0))
@@ -319,7 +326,7 @@ def markdown(results: Results) -> str:
     head = [
         "# Investigation: what the stores say about inference latency",
         "",
-        f"NAS-Bench-201 cells on {len(results.devices)} devices — {inventory}. Popular networks: "
+        f"{data.space_title(results.space)} cells on {len(results.devices)} devices — {inventory}. Popular networks: "
         f"{results.networks['arch'].n_unique() if not results.networks.is_empty() else 0} on "
         f"{results.networks['device'].n_unique() if not results.networks.is_empty() else 0} devices. leti's own rows use "
         f"`{results.config['statistic']}` of the timed runs; published rows their one value. Cells without an input→output",
@@ -368,11 +375,12 @@ def write_tables(results: Results, out: Path) -> list[Path]:
     is written (a header only when the stores had nothing for it), so the stage's declared outputs exist."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    reference = analysis.reference_op(results.flops_marginal) if results.flops_marginal else None
     fits = or_header(pl.DataFrame([
         {"device": f.device.name, "label": f.device.label, "kind": f.device.kind, "source": f.device.source,
          "cells": len(f.device.archs), "flops_spearman": f.flops_spearman, "flops_acc_10pct": f.flops_fit["acc_10pct"],
          "layerwise_acc_10pct": f.layerwise_fit["acc_10pct"], "layerwise_spearman": f.layerwise_fit["spearman"],
-         **{f"relative_cost_{op}": value for op, value in analysis.relative(f.marginal_ms).items()}}
+         **{f"relative_cost_{op}": value for op, value in analysis.relative(f.marginal_ms, reference).items()}}
         for f in results.fits
     ]), {"device": pl.String, "label": pl.String, "flops_spearman": pl.Float64, "layerwise_acc_10pct": pl.Float64})
     networks = or_header(results.networks, {"device": pl.String, "arch": pl.String, "latency_ms": pl.Float64})
