@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
+from measure_helpers import FAST_PROTOCOL, SERIAL, TINY_NETWORK, phone, tiny_device_config  # noqa: F401 (fixtures)
 
 from leti import campaign, tables
 from leti.campaign import DeviceConfig
@@ -22,8 +20,6 @@ from leti.devices.android_adb import BenchmarkOutputError, parse_delegate, parse
 from leti.spaces import nb201
 
 FIXTURES = Path(__file__).parent / "fixtures"
-FAKE_ADB = Path(__file__).parent / "fakes" / "adb"
-SERIAL = "emulator-5554"
 
 
 def fixture(name: str) -> str:
@@ -118,20 +114,6 @@ def test_gpu_options_and_threads_are_part_of_the_config_id() -> None:
 def test_an_unknown_gpu_setting_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="gpu_backend 'vulkan' is not one of"):
         make_backend("android-adb", {"serial": SERIAL, "use_gpu": True, "gpu_backend": "vulkan"}).check()
-
-
-@pytest.fixture
-def phone(tmp_path, monkeypatch) -> dict:
-    """The stand-in adb, run by this interpreter, with benchmark_model installed on the 'phone'."""
-    root = tmp_path / "phone"
-    (root / "data/local/tmp").mkdir(parents=True)
-    (root / "data/local/tmp/benchmark_model").write_text("stand-in benchmark_model build")
-    adb = tmp_path / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -S {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
-    adb.chmod(0o755)
-    monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
-    monkeypatch.setenv("FAKE_ADB_SERIAL", SERIAL)
-    return {"root": root, "options": {"serial": SERIAL, "adb": str(adb)}}
 
 
 def test_a_missing_phone_is_a_device_error_that_is_retried_then_reported(phone, tiny_device_config, tmp_path) -> None:

@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
+from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, phone, tiny_device_config  # noqa: F401 (fixtures)
 
 from leti import named_models, preparation, tables
 from leti.cli import main
@@ -21,7 +18,6 @@ from leti.spaces.base import count_flops, count_params
 from leti.torchvision_compat import import_torchvision
 
 SMALL = (3, 32, 32)
-FAKE_ADB = Path(__file__).parent / "fakes" / "adb"
 
 
 def test_torchvision_classifiers_import_on_this_torch_and_build_without_downloads() -> None:
@@ -88,17 +84,11 @@ def test_onnx_and_tflite_files_run_on_their_backends_with_the_flops_torch_counts
     assert environment["model"]["source"] == "onnx" and environment["libraries"]["onnxruntime"]
 
 
-def test_a_torchvision_network_converts_for_a_phone_and_runs_on_the_stand_in(tiny_device_config, tmp_path, monkeypatch) -> None:
+def test_a_torchvision_network_converts_for_a_phone_and_runs_on_the_stand_in(phone, tiny_device_config, tmp_path) -> None:
     """The stand-in adb (tests/fakes/adb) plays the phone; the network goes through litert-torch as a
     torch.fx graph, since the converter's environment has no torchvision."""
-    root = tmp_path / "phone"
-    (root / "data/local/tmp").mkdir(parents=True)
-    (root / "data/local/tmp/benchmark_model").write_text("stand-in benchmark_model build")
-    adb = tmp_path / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -S {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
-    adb.chmod(0o755)
-    monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
-    device = tiny_device_config("android-adb", options={"serial": "emulator-5554", "adb": str(adb), "op_profiling": True})
+    root = phone["root"]
+    device = tiny_device_config("android-adb", options={**phone["options"], "op_profiling": True})
     [result] = named_models.measure_models([named_models.resolve("squeezenet1_1")], device, tmp_path / "store", SMALL,
                                            progress=False)
     assert result.error is None and result.row["mean_ms"] > 0 and result.row["samples_ms"] == []
