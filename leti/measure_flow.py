@@ -23,22 +23,12 @@ from prefect.runtime import task_run as current_task_run
 from leti import campaign, params, spaces, tables
 from leti.campaign import DeviceConfig
 from leti.devices import DeviceError
+from leti.retries import retry_only_on
 
 SUMMARY_ARTIFACT = "measure-summary"
 
 
-def retry_on_device_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only when the device failed; a bad model already became an error row."""
-    try:
-        state.result()
-    except DeviceError:
-        return True
-    except Exception:  # noqa: BLE001 - any other failure is not worth retrying
-        return False
-    return False
-
-
-@task(retry_condition_fn=retry_on_device_error)
+@task(retry_condition_fn=retry_only_on(DeviceError))  # a bad model already became an error row
 def measure_chunk_task(
     archs: list[str], device: DeviceConfig, store: str, index: int, chunks: int,
     device_retries: int, backoff_seconds: float, prefetch: list[str] | None = None, op_profile_store: str | None = None,

@@ -37,6 +37,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 
+from leti.retries import retry_only_on
+
 METRICS_ARTIFACT = "pipeline-metrics"
 DEVICE_LOST = os.EX_TEMPFAIL
 """Exit status of a stage command whose device dropped out: worth retrying, unlike any other."""
@@ -48,17 +50,6 @@ class StageFailed(RuntimeError):
 
 class StageDeviceLost(StageFailed):
     """A stage failed because its device dropped out (``DEVICE_LOST``); Prefect retries it."""
-
-
-def retry_when_device_lost(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a stage only when its device dropped out; bad input fails the same way every time."""
-    try:
-        state.result()
-    except StageDeviceLost:
-        return True
-    except Exception:  # noqa: BLE001 - any other failure is not worth retrying
-        return False
-    return False
 
 
 @dataclass(frozen=True)
@@ -123,7 +114,7 @@ def run_logged(command: list[str], root: Path, env: dict[str, str], logger: Any)
     return process.returncode, lines
 
 
-@task(retry_condition_fn=retry_when_device_lost)
+@task(retry_condition_fn=retry_only_on(StageDeviceLost))
 def run_stage(step: Step, root: str, api_url: str, upstream_ran: bool) -> dict[str, Any]:
     """Reproduce one stage if DVC says so; returns its status (ran, up to date) and wall time."""
     logger = get_run_logger()
