@@ -82,7 +82,7 @@ def node_features(graph: CellGraph, space: str, kind: str = "onehot", arch: str 
     if kind not in NODE_FEATURES:
         raise ValueError(f"unknown node features {kind!r} (known: {', '.join(NODE_FEATURES)})")
     types = node_types(space)
-    rows = np.zeros((len(graph.nodes) + 1, len(types) + (kind == "onehot+duplicates")), dtype=np.float32)
+    rows = np.zeros((len(graph.nodes) + 1, feature_size(space, kind)), dtype=np.float32)
     if kind == "random":
         seed = int(hashlib.sha256(arch.encode()).hexdigest()[:8], 16)
         return np.random.default_rng(seed).random(rows.shape, dtype=np.float32)
