@@ -16,6 +16,30 @@ LATBENCH_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets
 LATBENCH_TEST_DEVICE = "desktop-gpu-gtx-1080ti-fp32"
 
 
+END_TO_END_FIXTURES = {"tiny_repo", "e2e_home"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order files for xdist (`--dist loadfile --no-loadscope-reorder` sends each file to one worker,
+    in this order): first the file with the fewest end-to-end tests, those tests first, so that one
+    worker builds the tiny project while the other runs the unit tests; the other files with
+    end-to-end tests (on the tiny project, or with commands in the shared empty home) come last,
+    the biggest first, so that the two workers finish together."""
+    def end_to_end(item: pytest.Item) -> bool:
+        return bool(END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+    counts: dict[Path, int] = {}
+    for item in items:
+        counts[item.path] = counts.get(item.path, 0) + end_to_end(item)
+    heavy = sorted((path for path, count in counts.items() if count), key=lambda path: counts[path])
+    if not heavy:
+        return
+    first = sorted((item for item in items if item.path == heavy[0]), key=lambda item: not end_to_end(item))
+    middle = [item for item in items if item.path not in heavy]
+    last = [item for path in reversed(heavy[1:]) for item in items if item.path == path]
+    items[:] = first + middle + last
+
+
 @pytest.fixture(scope="session", autouse=True)
 def artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Converted models go to a cache of this session (shared by its tests, so a cell is converted
@@ -57,26 +81,49 @@ def help_cells(help_store: Path) -> tuple[list[str], np.ndarray]:
     return [data.archs[i] for i in pick], data.latency_ms[pick]
 
 
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This run's temporary root, shared by its xdist workers (each has a basetemp of its own in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The home directory of every end-to-end command: it must still be empty at the end."""
-    return tmp_path_factory.mktemp("home")
+    """The home directory of every end-to-end command, on every worker: it must still be empty at the end."""
+    home = run_root(tmp_path_factory) / "e2e-home"
+    home.mkdir(exist_ok=True)
+    return home
 
 
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory, e2e_home: Path) -> Path:
-    """A fresh git + DVC copy of the project on tiny params, after a plain `dvc repro`."""
+    """A fresh git + DVC copy of the project on tiny params, after a plain `dvc repro`. Built once per
+    run, by the first worker that asks (the others wait on a file lock), and only read: tests that
+    change a project work on a copy of it."""
     import yaml
+    from filelock import FileLock
     from pipeline_helpers import copy_project, repro_targets, run, tiny_params
 
-    copy = copy_project(tmp_path_factory.mktemp("repo"))
-    params = tiny_params(yaml.safe_load((copy / "params.yaml").read_text()))
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], copy, e2e_home)
-    run(["git", "add", "-A"], copy, e2e_home)
-    run(["git", "commit", "-qm", "tiny"], copy, e2e_home)
-    run(["dvc", "repro", *repro_targets()], copy, e2e_home)
-    return copy
+    root = run_root(tmp_path_factory)
+    built, failed = root / "tiny-repo.built", root / "tiny-repo.failed"
+    with FileLock(root / "tiny-repo.lock"):
+        if failed.exists():
+            pytest.fail(f"the tiny project failed to build on another worker:\n{failed.read_text()}")
+        if built.exists():
+            return Path(built.read_text())
+        try:
+            copy = copy_project(root / "tiny-repo")
+            params = tiny_params(yaml.safe_load((copy / "params.yaml").read_text()))
+            (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            run(["git", "init", "-q"], copy, e2e_home)
+            run(["git", "add", "-A"], copy, e2e_home)
+            run(["git", "commit", "-qm", "tiny"], copy, e2e_home)
+            run(["dvc", "repro", *repro_targets()], copy, e2e_home)
+        except BaseException as error:
+            failed.write_text(str(error)[-5000:])
+            raise
+        built.write_text(str(copy))
+        return copy
 
 
 @pytest.fixture(scope="session")

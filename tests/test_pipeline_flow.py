@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from leti import params
-from pipeline_helpers import ROOT, commit_all, environment, free_port, run, serving
+from pipeline_helpers import HANG_SECONDS, ROOT, commit_all, environment, free_port, run, serving
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def test_a_lost_device_is_retried_and_bad_input_is_not(tmp_path: Path, prefect_a
     }}))
     result = subprocess.run([sys.executable, str(ROOT / "flows" / "pipeline.py"), "--retry-delay", "0"], cwd=tmp_path,
                             env=environment(e2e_home, tmp_path, PYTHONPATH=str(ROOT), PREFECT_API_URL=prefect_api),
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=HANG_SECONDS)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("pipeline: error: pipeline failed: broken")
     (flow_run,) = [r for r in flow_runs(prefect_api, "leti-pipeline") if r["state_type"] == "FAILED"]

@@ -79,8 +79,10 @@ def _outside_memory(config: nb201.NetworkConfig) -> int:
     return values * BYTES_PER_VALUE
 
 
+@lru_cache(maxsize=2**16)
 def network_cost(arch: str, config: nb201.NetworkConfig = nb201.NetworkConfig()) -> OpCost:
-    """FLOPs, params and memory traffic of the whole network of ``arch``."""
+    """FLOPs, params and memory traffic of the whole network of ``arch``. Cached: reports and the
+    investigation ask for all 15625 cells once per predictor and device."""
     costs, fixed = op_costs(config), fixed_cost(config)
     cell = nb201.parse(arch)
     return OpCost(
