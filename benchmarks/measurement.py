@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -36,20 +35,17 @@ from leti import campaign, layerwise
 from leti.campaign import DeviceConfig
 from leti.spaces import nb201
 
-FAKE_ADB = Path(__file__).resolve().parents[1] / "tests" / "fakes" / "adb"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fakes import phone  # noqa: E402 - the tests' stand-in phone (tests/fakes/adb)
+
 STATISTICS = ("median_ms", "iqm_ms", "min_ms", "mean_ms")
 
 
 def stand_in_phone(folder: Path) -> dict:
     """Options for android-adb that reach the stand-in phone living in ``folder``."""
-    root = folder / "phone"
-    (root / "data/local/tmp").mkdir(parents=True)
-    (root / "data/local/tmp/benchmark_model").write_text("stand-in")
-    adb = folder / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -S {shlex.quote(str(FAKE_ADB))} \"$@\"\n")
-    adb.chmod(0o755)
+    root, adb = phone.install(folder)
     os.environ["FAKE_ADB_ROOT"] = str(root)
-    return {"serial": os.environ.setdefault("FAKE_ADB_SERIAL", "emulator-5554"), "adb": str(adb)}
+    return {"serial": os.environ.setdefault("FAKE_ADB_SERIAL", phone.SERIAL), "adb": str(adb)}
 
 
 def relative_differences(first: pl.DataFrame, second: pl.DataFrame, statistic: str) -> np.ndarray:

@@ -4,6 +4,7 @@ artifact cache, and the end-to-end tests' tiny reproduced project with its empty
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,16 +29,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def end_to_end(item: pytest.Item) -> bool:
         return bool(END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())))
 
-    counts: dict[Path, int] = {}
-    for item in items:
-        counts[item.path] = counts.get(item.path, 0) + end_to_end(item)
-    heavy = sorted((path for path, count in counts.items() if count), key=lambda path: counts[path])
-    if not heavy:
+    counts = Counter(item.path for item in items if end_to_end(item))
+    if not counts:
         return
-    first = sorted((item for item in items if item.path == heavy[0]), key=lambda item: not end_to_end(item))
-    middle = [item for item in items if item.path not in heavy]
-    last = [item for path in reversed(heavy[1:]) for item in items if item.path == path]
-    items[:] = first + middle + last
+    heavy = sorted(counts, key=counts.__getitem__)  # fewest end-to-end tests first
+    rank = {path: 2 + len(heavy) - index for index, path in enumerate(heavy)}  # after the unit tests, biggest first
+    rank[heavy[0]] = 0
+    items.sort(key=lambda item: (rank.get(item.path, 1), item.path == heavy[0] and not end_to_end(item)))  # stable
 
 
 @pytest.fixture(scope="session", autouse=True)
