@@ -13,7 +13,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from leti import evaluation, report
+from leti.reports import published as report
+from leti.store import reader
 
 KEYS = ["device", "seed", "study", "setting", "predictor"]
 
@@ -39,9 +40,9 @@ def main() -> None:
     devices = results["device"].unique(maintain_order=True).to_list()
     excluded, resolution, oracle = {}, {}, {}
     for device in devices:
-        data = evaluation.load_device(Path(args.store), device)
+        data = reader.read_cells(Path(args.store), device, "nb201", reader.ReadPolicy(duplicates="mean"))
         excluded[device], resolution[device], oracle[device] = (
-            data.excluded_no_path, report.rounding_share(data), report.op_count_oracle(data)
+            data.excluded_invalid, report.rounding_share(data), report.op_count_oracle(data)
         )
     first = config[parts[0]]
     merged = {

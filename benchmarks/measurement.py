@@ -31,9 +31,11 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 
-from leti import campaign, layerwise
-from leti.campaign import DeviceConfig
+from leti.devices.config import DeviceConfig
+from leti.measure import campaign, operators
+from leti.predictors.layerwise import predict_from_lookup
 from leti.spaces import nb201
+from leti.store import reader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fakes import phone  # noqa: E402 - the tests' stand-in phone (tests/fakes/adb)
@@ -60,7 +62,7 @@ def noise_and_overhead(device: DeviceConfig, archs: list[str], store: Path, prep
     for index in range(2):
         pass_store = store / f"pass{index}"
         results.append(campaign.run_campaign(archs, device, pass_store, progress=False, prepare_ahead=prepare_ahead))
-        passes.append(campaign.latency_table(pass_store, device.name))
+        passes.append(reader.device_rows(pass_store, device.name))
     figures = {"cells": passes[0].height, "unstable_cells": int(passes[0]["unstable"].sum() + passes[1]["unstable"].sum()),
                "median_latency_ms": float(passes[0]["mean_ms" if passes[0]["median_ms"].null_count() else "median_ms"].median())}
     for statistic in STATISTICS:
@@ -72,8 +74,9 @@ def noise_and_overhead(device: DeviceConfig, archs: list[str], store: Path, prep
 
 def layerwise_check(archs: list[str], defaults: dict, store: Path, measured: pl.DataFrame) -> dict:
     device = DeviceConfig.from_params("torch-cpu", {"backend": "torch-cpu"}, defaults)
-    layerwise.measure_ops(device, store / "ops")
-    predicted = layerwise.predict_from_lookup(measured["arch"].to_list(), layerwise.lookup_table(store / "ops", device), device.network)
+    operators.measure_ops(device, store / "ops")
+    lookup = reader.read_op_lookup(store / "ops" / device.name, configuration=device.config_id)
+    predicted = predict_from_lookup(measured["arch"].to_list(), lookup, device.network)
     actual = measured["median_ms"].to_numpy()
     return {"spearman": float(spearmanr(predicted, actual).statistic), "median_ratio_pred_over_measured": float(np.median(predicted / actual))}
 
@@ -115,7 +118,7 @@ def main() -> None:
             for name, (wall, device_s, overhead) in zip(("cold cache", "warm cache"), figures["passes"]):
                 print(f"  overhead, {name}: {overhead:.2f} (wall {wall:.1f} s / device {device_s:.1f} s)")
         if args.layerwise:
-            measured = campaign.latency_table(Path(folder) / "torch-cpu" / "pass0", "torch-cpu")
+            measured = reader.device_rows(Path(folder) / "torch-cpu" / "pass0", "torch-cpu")
             check = layerwise_check(archs, defaults, Path(folder), measured)
             print(f"\nlayer-wise baseline on torch-cpu: Spearman {check['spearman']:.3f}, "
                   f"median predicted/measured {check['median_ratio_pred_over_measured']:.2f}")

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from leti import project
-from leti.pipeline_flow import apply_params
+from leti.orchestration.pipeline import apply_params
 
 ROOT = Path(__file__).resolve().parent.parent
 HELP = (ROOT / ".." / "shared" / "datasets" / "help").resolve()

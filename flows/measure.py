@@ -1,4 +1,4 @@
-"""Command line of the Prefect measurement flow (``leti.measure_flow``); the `measure` stage of
+"""Command line of the Prefect measurement flow (``leti.orchestration.measure``); the `measure` stage of
 dvc.yaml runs it once per device, which measures the cells of every space the device lists.
 
     python flows/measure.py --device torch-cpu --device onnxruntime-cpu --runner dask --workers 2
@@ -6,20 +6,18 @@ dvc.yaml runs it once per device, which measures the cells of every space the de
 
 import argparse
 import json
-import os
-import sys
 
-from leti import measure_flow
-from leti.devices import BackendUnavailableError, DeviceError
+from leti.errors import BackendUnavailableError, stage_main
+from leti.orchestration import measure as measure_flow
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", action="append", help="a name under 'devices:' (repeatable; default: all of them)")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--architectures", default="data/architectures",
+    parser.add_argument("--architectures", required=True,
                         help="a folder of <space>.parquet architectures tables (stage sample@<space>), or one table")
-    parser.add_argument("--store", default="data/latency")
+    parser.add_argument("--store", required=True, help="latency store to append to")
     parser.add_argument("--op-profiles", default=None, help="per-operator profiles (default: op_profiles beside --store)")
     parser.add_argument("--runner", choices=["default", "dask"], default=None, help="default: measure.runner in params")
     parser.add_argument("--workers", type=int, default=None, help="Dask workers (default: measure.dask_workers)")
@@ -33,10 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DeviceError as error:  # a device dropped out: EX_TEMPFAIL tells the pipeline flow to retry
-        print(f"measure: error: {error}", file=sys.stderr)
-        raise SystemExit(os.EX_TEMPFAIL) from None
-    except (KeyError, ValueError, FileNotFoundError, BackendUnavailableError) as error:  # bad input or setup: one line
-        raise SystemExit(f"measure: error: {error.args[0] if error.args else error}") from None
+    stage_main("measure", main, also=(BackendUnavailableError,))

@@ -1,4 +1,4 @@
-"""Command line of the Prefect pipeline flow (``leti.pipeline_flow``): the DVC pipeline, one task per
+"""Command line of the Prefect pipeline flow (``leti.orchestration.pipeline``): the DVC pipeline, one task per
 stage. Also the entry point of the deployments in prefect.yaml.
 
     python flows/pipeline.py                                   # like `dvc repro`, as a Prefect flow run
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from dvc.exceptions import DvcException
 
-from leti.pipeline_flow import StageFailed, check_arguments, pipeline
+from leti.errors import stage_main
+from leti.orchestration.pipeline import StageFailed, check_arguments, pipeline
 
 
 def main() -> None:
@@ -32,7 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (StageFailed, DvcException, ValueError) as error:  # a stage's own output is in the log above; one line here
-        raise SystemExit(f"pipeline: error: {error}") from None
+    stage_main("pipeline", main, also=(StageFailed, DvcException))  # a stage's own output is in the log above

@@ -1,4 +1,4 @@
-"""Reading ``params.yaml``: each stage takes its own section and the device table."""
+"""Reading ``params.yaml``: each stage takes its own section (a device entry: ``leti.devices.config``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 import yaml
 
 from leti import spaces
-from leti.campaign import DeviceConfig
 
 
 def load(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -23,21 +22,6 @@ def section(name: str, path: str | Path = "params.yaml") -> dict[str, Any]:
     if name not in params:
         raise KeyError(f"{path}: no '{name}' section")
     return params[name]
-
-
-def device(name: str, path: str | Path = "params.yaml", space: str = spaces.DEFAULT,
-           network: dict[str, Any] | None = None) -> DeviceConfig:
-    """The named entry of ``devices:`` measuring ``space``: ``measure.defaults`` fill unset protocol
-    keys, and the network is ``network`` or else ``measure.networks.<space>`` (the benchmark's own
-    network where neither says)."""
-    params = load(path)
-    devices = params.get("devices") or {}
-    if name not in devices:
-        raise KeyError(f"unknown device {name!r}: params.yaml 'devices' has {', '.join(sorted(devices)) or 'none'}")
-    measure = params.get("measure") or {}
-    if network is None:
-        network = (measure.get("networks") or {}).get(spaces.get(space).NAME) or {}
-    return DeviceConfig.from_params(name, devices[name] or {}, measure.get("defaults") or {}, space, network)
 
 
 def device_spaces(name: str, path: str | Path = "params.yaml") -> list[str]:

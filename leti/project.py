@@ -37,6 +37,9 @@ def local_environment(root: Path) -> dict[str, str]:
     return {
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # offline machines log telemetry errors otherwise
+        # A flow run without a server starts a temporary one; Prefect gives it 20 s, which a busy
+        # 2-core machine (a campaign or training beside it) overran: the stage then failed outright.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "DVC_SITE_CACHE_DIR": str(cache / "dvc"),
         "XDG_CACHE_HOME": str(cache),  # ONNX Runtime (Microsoft/DeveloperTools), torch hub
         "MPLCONFIGDIR": str(cache / "matplotlib"),

@@ -9,7 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from leti import ingest, params
+from leti import params
+from leti.errors import stage_main
+from leti.store import ingest
 
 
 def source_of(kind: str, config: dict) -> str:
@@ -30,8 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["help", "latbench"])
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
-    config = params.section(f"ingest_{args.kind}")
+    config = params.section(f"ingest_{args.kind}", args.params)
     source = source_of(args.kind, config)
     if args.kind == "help":
         results = ingest.ingest_help(source, args.output, config.get("devices") or None)
@@ -43,7 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, KeyError) as error:  # no data, no network, a foreign file: one line
-        raise SystemExit(f"ingest: error: {error}") from None
+    stage_main("ingest", main)

@@ -9,21 +9,24 @@ import argparse
 import json
 from pathlib import Path
 
-from leti import named_models, params
+from leti import networks, params
+from leti.devices.config import device_from_params
+from leti.errors import stage_main
+from leti.measure import named_models
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", type=Path, default=Path("data/model_latency"))
-    parser.add_argument("--op-profiles", type=Path, default=Path("data/model_op_profiles"))
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--op-profiles", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     config = params.section("models", args.params)
-    sources = [named_models.resolve(name) for name in config["names"]]
+    sources = [networks.resolve(name) for name in config["names"]]
     args.store.mkdir(parents=True, exist_ok=True)
     args.op_profiles.mkdir(parents=True, exist_ok=True)
     for name in config["devices"]:
-        device = named_models.with_batch(params.device(name, args.params), int(config.get("batch", 1)))
+        device = named_models.with_batch(device_from_params(name, args.params), int(config.get("batch", 1)))
         results = named_models.measure_models(
             sources, device, args.store, input_shape=config.get("input_shape"), passes=int(config.get("passes", 1)),
             op_profile=bool(config.get("op_profile", False)), op_profile_store=args.op_profiles,
@@ -33,7 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (named_models.ModelError, KeyError, FileNotFoundError) as error:  # bad params: one line, not a traceback
-        raise SystemExit(f"measure_models: error: {error.args[0] if isinstance(error, KeyError) else error}") from None
+    stage_main("measure_models", main)

@@ -1,4 +1,4 @@
-"""Predictors on cells measured here, beside the noise floor of two passes (``leti.measured_report``).
+"""Predictors on cells measured here, beside the noise floor of two passes (``leti.reports.measured``).
 
     python stages/measured_report.py --section report_nb101 --store data/report_nb101 --output report_nb101
 
@@ -10,7 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from leti import measured_report, params
+from leti import params
+from leti.errors import stage_main
+from leti.reports import measured as measured_report
 
 
 def main() -> None:
@@ -25,7 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (KeyError, ValueError, FileNotFoundError) as error:  # bad section or params: one line
-        raise SystemExit(f"measured_report: error: {error.args[0] if error.args else error}") from None
+    stage_main("measured_report", main)

@@ -6,19 +6,21 @@ import argparse
 import polars as pl
 from tqdm import tqdm
 
-from leti import params, spaces, tables
+from leti import params, spaces
+from leti.errors import stage_main
+from leti.store import tables
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--space", default=spaces.DEFAULT, help="a search space under `sample:` (default: %(default)s)")
-    parser.add_argument("--output", default="data/architectures/nb201.parquet")
+    parser.add_argument("--space", required=True, help="a search space under `sample:`")
+    parser.add_argument("--output", required=True, help="architectures table to write")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     space = spaces.get(args.space)
     config = params.section("sample", args.params)
     if space.NAME not in config:
-        raise SystemExit(f"sample: params.yaml has no `sample.{space.NAME}` section (n, seed)")
+        raise KeyError(f"{args.params} has no `sample.{space.NAME}` section (n, seed)")
     rows = []
     for arch in tqdm(space.sample_valid(config[space.NAME]["n"], config[space.NAME]["seed"]), desc=f"sample {space.NAME}", unit="cell"):
         flops, parameters = space.flops_params(arch)
@@ -28,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stage_main("sample", main)

@@ -62,7 +62,7 @@ def help_dir() -> Path:
 @pytest.fixture(scope="session")
 def help_store(help_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A latency store holding one HELP device, ingested once per session."""
-    from leti import ingest
+    from leti.store import ingest
 
     store = tmp_path_factory.mktemp("help_store")
     ingest.ingest_help(help_dir, store, [HELP_TEST_DEVICE])
@@ -72,9 +72,9 @@ def help_store(help_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def help_cells(help_store: Path) -> tuple[list[str], np.ndarray]:
     """250 random valid cells of the test device and their published latencies."""
-    from leti import evaluation
+    from leti.store import reader
 
-    data = evaluation.load_device(help_store, HELP_TEST_DEVICE)
+    data = reader.read_cells(help_store, HELP_TEST_DEVICE, "nb201")
     pick = np.random.default_rng(0).choice(len(data.archs), 250, replace=False)
     return [data.archs[i] for i in pick], data.latency_ms[pick]
 
@@ -134,7 +134,7 @@ def latbench_dir() -> Path:
 @pytest.fixture(scope="session")
 def latbench_store(latbench_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A latency store holding LatBench's GTX 1080 Ti, ingested once per session."""
-    from leti import ingest
+    from leti.store import ingest
 
     store = tmp_path_factory.mktemp("latbench_store")
     ingest.ingest_latbench([latbench_dir / f"{LATBENCH_TEST_DEVICE}.pickle"], store)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fakes.phone import SERIAL, install
 
-from leti.campaign import DeviceConfig
+from leti.devices.config import DeviceConfig
 
 TINY_NETWORK = {"input_size": 8, "channels": 4, "cells_per_stage": 1, "num_classes": 10}
 FAST_PROTOCOL = {"runs": 5, "warmup_runs": 1, "threads": 1}

@@ -13,11 +13,13 @@ import pytest
 import yaml
 from measure_helpers import FAST_PROTOCOL, SERIAL, TINY_NETWORK, phone, tiny_device_config  # noqa: F401 (fixtures)
 
-from leti import campaign, tables
-from leti.campaign import DeviceConfig
-from leti.devices import BackendUnavailableError, DeviceError, Protocol, make_backend
+from leti.devices import Protocol, make_backend
 from leti.devices.android_adb import BenchmarkOutputError, parse_delegate, parse_op_profile, parse_stats
+from leti.devices.config import DeviceConfig
+from leti.errors import BackendUnavailableError, DeviceError
+from leti.measure import campaign
 from leti.spaces import nb201
+from leti.store import tables
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,7 +121,7 @@ def test_an_unknown_gpu_setting_is_one_clear_error() -> None:
 def test_a_missing_phone_is_a_device_error_that_is_retried_then_reported(phone, tiny_device_config, tmp_path) -> None:
     device = tiny_device_config("android-adb", options={**phone["options"], "serial": "R58M123ABC"})
     with pytest.raises(DeviceError, match=r"device 'android-adb' failed 2 times.*device 'R58M123ABC' not found"):
-        campaign.measure_chunk(nb201.sample_valid(1, seed=8), device, tmp_path / "store", retries=1, backoff_seconds=0.01)
+        campaign.measure_next_chunk(nb201.sample_valid(1, seed=8), device, tmp_path / "store", retries=1, backoff_seconds=0.01)
 
 
 def test_a_missing_phone_fails_leti_measure_in_one_line_naming_it(phone, tmp_path, capsys) -> None:
@@ -211,7 +213,7 @@ def test_a_phone_that_vanishes_mid_campaign_keeps_what_was_measured(phone, tiny_
     monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", "5")
     device = tiny_device_config("android-adb", options=phone["options"])
     with pytest.raises(DeviceError, match="not found"):
-        campaign.measure_chunk(ARCHS, device, tmp_path / "store", retries=1, backoff_seconds=0.01)
+        campaign.measure_next_chunk(ARCHS, device, tmp_path / "store", retries=1, backoff_seconds=0.01)
     kept = tables.read(tmp_path / "store", tables.LATENCY)
     assert kept["arch"].to_list() == ARCHS[:1]
     assert campaign.pending(ARCHS, device, tmp_path / "store") == ARCHS[1:]

@@ -9,11 +9,12 @@ import pytest
 import torch
 from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 
-from leti import campaign
-from leti.campaign import DeviceConfig
-from leti.devices import BACKENDS, DeviceError, Protocol, UnknownBackendError, make_backend
-from leti.devices.base import BackendUnavailableError, Timing, pinned, time_callable
+from leti.devices import BACKENDS, Protocol, UnknownBackendError, make_backend
+from leti.devices.base import Timing, pinned, time_callable
+from leti.devices.config import DeviceConfig
 from leti.devices.onnxruntime_cpu import OnnxRuntimeCPU
+from leti.errors import BackendUnavailableError, DeviceError
+from leti.measure import campaign
 from leti.spaces import nb201
 
 ARCH = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
@@ -81,7 +82,7 @@ def test_pinning_sets_and_restores_affinity() -> None:
 
 def test_rows_record_threads_affinity_environment_and_versions(tiny_device_config, tmp_path) -> None:
     device = tiny_device_config("onnxruntime-cpu", pin_cpus=[min(os.sched_getaffinity(0))])
-    row = campaign.measure_chunk([ARCH], device, tmp_path).rows[0]
+    row = campaign.measure_next_chunk([ARCH], device, tmp_path).rows[0]
     assert row["error"] is None and row["threads"] == 1
     assert row["cpu_affinity"] == [min(os.sched_getaffinity(0))]
     environment = json.loads(row["environment"])

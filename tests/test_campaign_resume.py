@@ -14,10 +14,12 @@ import pytest
 import yaml
 from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 
-from leti import campaign, tables
-from leti.devices import BACKENDS, DeviceError
+from leti.devices import BACKENDS
 from leti.devices.torch_cpu import TorchCPU
+from leti.errors import DeviceError
+from leti.measure import campaign
 from leti.spaces import nb201
+from leti.store import reader, tables
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +103,7 @@ def flaky_backend(monkeypatch):
 def test_a_device_that_drops_out_is_retried_with_backoff(flaky_backend, tiny_device_config, tmp_path) -> None:
     flaky_backend.failures = 2
     device = tiny_device_config("flaky-cpu")
-    rows = campaign.measure_chunk(nb201.sample_valid(2, seed=5), device, tmp_path, retries=3, backoff_seconds=0.01).rows
+    rows = campaign.measure_next_chunk(nb201.sample_valid(2, seed=5), device, tmp_path, retries=3, backoff_seconds=0.01).rows
     assert [row["error"] for row in rows] == [None, None]
 
 
@@ -121,7 +123,7 @@ def test_a_device_that_stays_gone_is_reported_and_measured_rows_are_kept(flaky_b
     FlakyCPU.run = run_then_vanish
     try:
         with pytest.raises(DeviceError, match="device 'flaky-cpu' failed 3 times, giving up"):
-            campaign.measure_chunk(archs, device, tmp_path, retries=2, backoff_seconds=0.01)
+            campaign.measure_next_chunk(archs, device, tmp_path, retries=2, backoff_seconds=0.01)
     finally:
         FlakyCPU.run = original_run
     kept = tables.read(tmp_path, tables.LATENCY)
@@ -137,6 +139,6 @@ def test_restart_skips_only_the_same_configuration(tiny_device_config, tmp_path)
     more_runs = tiny_device_config("torch-cpu", runs=6)
     assert more_runs.config_id != first.config_id
     assert campaign.pending(archs, more_runs, tmp_path) == archs
-    table = campaign.latency_table(tmp_path, "torch-cpu")
+    table = reader.device_rows(tmp_path, "torch-cpu")
     assert table.group_by("arch", "config_id").len()["len"].max() == 1
     assert isinstance(table, pl.DataFrame)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import polars as pl
 import pytest
 
-from leti import campaign
 from leti.cli import main
+from leti.store import reader
 
 CONTRACT_KEYS = {
     "acc_1pct", "acc_5pct", "acc_10pct", "rmse_ms", "mape", "spearman", "kendall",
@@ -35,7 +34,7 @@ def test_contract_on_a_store_excludes_no_path_cells(help_store: Path, tmp_path: 
 
 def test_contract_on_a_table_file_and_auto_names_its_choice(help_store: Path, tmp_path: Path) -> None:
     table = tmp_path / "latency.parquet"
-    campaign.latency_table(help_store, "1080ti_1").head(3000).write_parquet(table)
+    reader.device_rows(help_store, "1080ti_1").head(3000).write_parquet(table)
     output = tmp_path / "m.json"
     code = main(
         ["evaluate", "--latency", str(table), "--device", "1080ti_1", "--predictor", "auto",

@@ -7,11 +7,12 @@ import pytest
 import yaml
 from measure_helpers import FAST_PROTOCOL, TINY_NETWORK
 
-from leti import campaign, tables
-from leti.devices import BACKENDS, DeviceError
+from leti.devices import BACKENDS
 from leti.devices.torch_cpu import TorchCPU
-from leti.measure_flow import SUMMARY_ARTIFACT, run_measure
+from leti.errors import DeviceError
+from leti.orchestration.measure import SUMMARY_ARTIFACT, run_measure
 from leti.spaces import nb201
+from leti.store import reader, tables
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def test_dask_runner_never_overlaps_two_benchmarks_on_this_cpu(prefect_server, t
     for (_, end), (next_start, _) in zip(spans, spans[1:]):
         assert end <= next_start, "two benchmarks on this CPU overlapped"
     for device in ("torch-cpu", "onnxruntime-cpu"):
-        table = campaign.latency_table(store, device)
+        table = reader.device_rows(store, device)
         assert sorted(table["arch"]) == sorted(archs)
     # resuming measures nothing more
     again = run_measure(["torch-cpu"], archs, params_path=params_path, store=str(store), chunk_size=1)
@@ -104,4 +105,4 @@ def test_dask_runner_reaches_a_running_cluster_through_its_scheduler_address(pre
         computed_there = {name: prefix.all_durations.get("compute", 0.0) for name, prefix in cluster.scheduler.task_prefixes.items()}
     assert len(result["chunks"]) == 2
     assert computed_there.get("measure_chunk_task", 0) > 0  # this cluster's workers ran the chunks, not the runner's own
-    assert sorted(campaign.latency_table(tmp_path / "store", "torch-cpu")["arch"]) == sorted(archs)
+    assert sorted(reader.device_rows(tmp_path / "store", "torch-cpu")["arch"]) == sorted(archs)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from leti import report
+from leti.reports import published as report
 
 TINY_GCN = {"hidden": 32, "layers": 2, "batch_size": 16, "epochs": 3, "lr": 2e-3}
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from leti import campaign, ingest, tables
 from leti.cli import main
 from leti.spaces import nb201
+from leti.store import ingest, reader, tables
 
 
 def test_help_ingest_is_idempotent_and_adds_devices(help_dir: Path, tmp_path: Path, capsys) -> None:
     store = tmp_path / "store"
     assert main(["ingest", "help", str(help_dir), "--device", "gold_6240", "--output", str(store)]) == 0
-    first = campaign.latency_table(store, "gold_6240")
+    first = reader.device_rows(store, "gold_6240")
     assert first.height == 15625
     assert set(first["source"].unique()) == {"help"} and set(first["backend"].unique()) == {"published"}
     assert (first["median_ms"] > 0).all()
@@ -28,7 +28,7 @@ def test_help_ingest_is_idempotent_and_adds_devices(help_dir: Path, tmp_path: Pa
 
     assert main(["ingest", "help", str(help_dir), "--device", "pixel3", "--output", str(store)]) == 0
     assert sorted((store / "gold_6240").iterdir()) == parts
-    assert campaign.latency_table(store, "pixel3").height == 15625
+    assert reader.device_rows(store, "pixel3").height == 15625
     summaries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [s["written"] is None for s in summaries] == [False, True, False]
 
@@ -39,7 +39,7 @@ def test_help_values_follow_the_benchmark_index(help_dir: Path, help_store: Path
     root = help_dir / "nasbench201"
     index = torch.load(root / "str_arch2idx.pt", weights_only=True)
     values = torch.load(root / "latency" / "1080ti_1.pt", weights_only=True)
-    stored = dict(campaign.latency_table(help_store, "1080ti_1").select("arch", "median_ms").iter_rows())
+    stored = dict(reader.device_rows(help_store, "1080ti_1").select("arch", "median_ms").iter_rows())
     for arch in list(index)[:50]:
         assert stored[arch] == pytest.approx(values[index[arch]])
 
@@ -70,7 +70,7 @@ def test_table_ingest_reports_bad_rows_by_number(tmp_path: Path, capsys) -> None
     bad_lines = [line for line in err.splitlines() if "bad row" in line]
     assert [int(line.split("bad row ")[1].split(":")[0]) for line in bad_lines] == [1, 2, 3, 4]
     assert "conv_5x5" in bad_lines[0] and "missing latency" in bad_lines[1] and "-1000.0 ms" in bad_lines[3]
-    rows = campaign.latency_table(store, "board").sort("arch")
+    rows = reader.device_rows(store, "board").sort("arch")
     assert dict(rows.select("arch", "median_ms").iter_rows()) == pytest.approx({good[0]: 2.0, good[3]: 4.0})
     assert set(rows["source"]) == {"mine.csv"}
 
@@ -113,14 +113,14 @@ def test_latbench_ingest_names_devices_by_file_converts_seconds_and_is_idempoten
     store = tmp_path / "store"
     assert main(["ingest", "latbench", str(folder), "--output", str(store)]) == 0
     assert sorted(p.name for p in store.iterdir()) == ["desktop-cpu", "mobile-gpu-some-soc"]
-    rows = dict(campaign.latency_table(store, "mobile-gpu-some-soc").select("arch", "median_ms").iter_rows())
+    rows = dict(reader.device_rows(store, "mobile-gpu-some-soc").select("arch", "median_ms").iter_rows())
     conv3_first = nb201.format_cell(("nor_conv_3x3", "none", "none", "nor_conv_1x1", "skip_connect", "skip_connect"))
     assert rows == pytest.approx({conv3_first: 2.5, nb201.format_cell(("skip_connect",) * 6): 1.0})
     parts = sorted(store.rglob("*.parquet"))
     assert main(["ingest", "latbench", str(folder / "desktop-cpu.pickle"), "--device", "desktop-cpu", "--output", str(store)]) == 0
     assert sorted(store.rglob("*.parquet")) == parts
     assert main(["ingest", "latbench", str(folder / "desktop-cpu.pickle"), "--device", "renamed", "--output", str(store)]) == 0
-    assert campaign.latency_table(store, "renamed")["median_ms"].to_list() == pytest.approx([4.0])
+    assert reader.device_rows(store, "renamed")["median_ms"].to_list() == pytest.approx([4.0])
     written = [json.loads(line)["written"] for line in capsys.readouterr().out.splitlines()]
     assert [w is None for w in written] == [False, False, True, False]
 
@@ -134,7 +134,7 @@ def test_latbench_bad_rows_are_listed_by_position_and_good_rows_kept(tmp_path: P
     bad_lines = [line for line in capsys.readouterr().err.splitlines() if "bad row" in line]
     assert [int(line.split("bad row ")[1].split(":")[0]) for line in bad_lines] == [1, 2, 3, 4]
     assert "(0, 0, 0, 9, 0, 0)" in bad_lines[0] and "(1, 1)" in bad_lines[1] and "missing latency" in bad_lines[3]
-    assert campaign.latency_table(tmp_path / "store", "board")["median_ms"].to_list() == pytest.approx([2.0])
+    assert reader.device_rows(tmp_path / "store", "board")["median_ms"].to_list() == pytest.approx([2.0])
 
 
 def test_latbench_foreign_or_unsafe_pickle_is_one_error_line(tmp_path: Path, capsys) -> None:
@@ -154,7 +154,7 @@ def test_latbench_release_ingests_every_cell_with_a_path(latbench_dir: Path, lat
 
     device = "desktop-gpu-gtx-1080ti-fp32"
     released = pickle.loads((latbench_dir / f"{device}.pickle").read_bytes())
-    rows = dict(campaign.latency_table(latbench_store, device).select("arch", "median_ms").iter_rows())
+    rows = dict(reader.device_rows(latbench_store, device).select("arch", "median_ms").iter_rows())
     assert len(rows) == len(released) == 15284
     assert all(nb201.has_path(nb201.parse(arch)) for arch in rows)
     for vector, seconds in list(released.items())[:50]:

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from pipeline_helpers import HAS_PUBLISHED
 
-from leti import evaluation, layerwise
-from leti.investigation import analysis, data
-from leti.investigation.data import CellDevice
-from leti.predictors.layerwise import LayerwisePredictor
-from leti.spaces import nb201
+from leti.predictors import evaluation
+from leti.predictors.layerwise import LayerwisePredictor, predict_from_lookup
+from leti.reports.investigation import analysis, data
+from leti.reports.investigation.data import CellDevice
+from leti.spaces import nb201, nb201_ops
 
 
 def device(name: str, archs: list[str], latency: np.ndarray, kind: str = "CPU (server)", rows: pl.DataFrame | None = None) -> CellDevice:
@@ -55,11 +55,11 @@ def test_flops_and_layerwise_fits_on_a_published_device(help_cells) -> None:
 def test_a_measured_lookup_that_adds_up_predicts_every_cell_and_says_where_time_goes() -> None:
     """Latencies built as exact sums of a lookup table: the check must find 100 % within 10 % and shares summing to 1."""
     rng = np.random.default_rng(0)
-    instances = layerwise.distinct_ops()
+    instances = nb201_ops.distinct_ops()
     lookup = pl.DataFrame({"op_key": [op.key for op in instances], "op": [op.op for op in instances],
                            "latency_ms": rng.uniform(0.01, 0.5, len(instances))})
     archs = nb201.sample_valid(40, seed=3)
-    measured = layerwise.predict_from_lookup(archs, lookup.select("op_key", "latency_ms"))
+    measured = predict_from_lookup(archs, lookup.select("op_key", "latency_ms"), nb201.NetworkConfig())
     check = analysis.check_lookup(device("torch-cpu", sorted(archs), measured[np.argsort(archs)]), lookup, nb201)
     assert check is not None and check.metrics["acc_10pct"] == 100.0 and check.coverage == pytest.approx(1.0)
     assert sum(check.time_shares.values()) == pytest.approx(1.0) and sum(check.flops_shares.values()) == pytest.approx(1.0)
@@ -74,7 +74,7 @@ def test_a_measured_lookup_that_adds_up_predicts_every_cell_and_says_where_time_
 def test_the_decomposition_counts_the_flops_the_space_counts() -> None:
     """FLOPs shares come from the operator instances; their sum must be the network's FLOPs."""
     for arch in nb201.sample_valid(5, seed=4):
-        ops = layerwise.network_ops(arch, nb201.NetworkConfig())
+        ops = nb201_ops.network_ops(arch, nb201.NetworkConfig())
         assert sum(n * analysis.instance_flops(i, nb201) for i, n in ops.items()) == nb201.flops_params(arch)[0]
 
 
@@ -109,11 +109,11 @@ def test_pass_to_pass_and_noise_summary_from_rows() -> None:
 
 
 def test_device_kinds_and_labels_from_names() -> None:
-    assert data.device_kind("mobile-gpu-snapdragon-675-adreno-612-int8", "latbench", "published") == "GPU (mobile)"
+    assert data.device_kind("mobile-gpu-snapdragon-675-adreno-612-int8", "published") == "GPU (mobile)"
     assert data.short_name("mobile-gpu-snapdragon-675-adreno-612-int8", "latbench") == "LatBench adreno-612 int8"
-    assert data.device_kind("titanxp_256", "help", "published") == "GPU (desktop)"
-    assert data.device_kind("onnxruntime-cpu", "leti", "onnxruntime-cpu") == "CPU (this machine)"
-    assert data.device_kind("pixel-gpu", "leti", "android-adb", json.dumps({"options": {"use_gpu": True}})) == "GPU (leti)"
+    assert data.device_kind("titanxp_256", "published") == "GPU (desktop)"
+    assert data.device_kind("onnxruntime-cpu", "onnxruntime-cpu") == "CPU (this machine)"
+    assert data.device_kind("pixel-gpu", "android-adb", json.dumps({"options": {"use_gpu": True}})) == "GPU (leti)"
 
 
 # --- the stage in the tiny reproduced pipeline ----------------------------------------------------

@@ -13,9 +13,12 @@ import pytest
 import yaml
 from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 
-from leti import layerwise, tables
-from leti.layerwise import OpInstance, distinct_ops, network_ops, predict_from_lookup
+from leti.measure import operators
+from leti.predictors.layerwise import predict_from_lookup
 from leti.spaces import nb201
+from leti.spaces.base import OpInstance
+from leti.spaces.nb201_ops import build_op, distinct_ops, network_ops
+from leti.store import reader, tables
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
@@ -41,20 +44,20 @@ def test_network_ops_count_every_use() -> None:
 
 def test_every_operator_builds_with_the_shape_the_network_gives_it() -> None:
     for instance in distinct_ops(nb201.NetworkConfig(**TINY_NETWORK)):
-        out = layerwise.build_op(instance).eval()(__import__("torch").randn(instance.input_shape(1)))
+        out = build_op(instance).eval()(__import__("torch").randn(instance.input_shape(1)))
         if instance.op != "head":
             assert out.shape[1] == instance.channels_out and out.shape[2] == instance.size // instance.stride
 
 
 def test_lookup_table_is_resumable_and_predicts_the_sum(tiny_device_config, tmp_path) -> None:
     device = tiny_device_config("torch-cpu")
-    rows = layerwise.measure_ops(device, tmp_path)
+    rows = operators.measure_ops(device, tmp_path)
     assert rows.height == 22 and rows["error"].null_count() == 22
     parts = sorted((tmp_path / "torch-cpu").glob("part-*.parquet"))
-    assert layerwise.measure_ops(device, tmp_path).height == 22  # a rerun measures nothing again
+    assert operators.measure_ops(device, tmp_path).height == 22  # a rerun measures nothing again
     assert sorted((tmp_path / "torch-cpu").glob("part-*.parquet")) == parts
 
-    lookup = layerwise.lookup_table(tmp_path, device)
+    lookup = reader.read_op_lookup(tmp_path / "torch-cpu", configuration=device.config_id)
     latency = dict(zip(lookup["op_key"], lookup["latency_ms"]))
     config = nb201.NetworkConfig(**TINY_NETWORK)
     expected = sum(count * latency[op.key] for op, count in network_ops(ARCH, config).items())
@@ -67,11 +70,11 @@ def test_layerwise_predictor_sums_the_measured_lookup_table(tiny_device_config, 
     from leti import predictors
 
     device = tiny_device_config("torch-cpu")
-    layerwise.measure_ops(device, tmp_path)
+    operators.measure_ops(device, tmp_path)
     model = predictors.make_predictor("layerwise", lookup=str(tmp_path / "torch-cpu"), network=TINY_NETWORK)
     archs = nb201.sample_valid(5, seed=21)
     model.fit(archs[:2], [1.0, 2.0])  # nothing is fitted: the measured sums stand as they are
-    expected = predict_from_lookup(archs, layerwise.lookup_table(tmp_path, device), nb201.NetworkConfig(**TINY_NETWORK))
+    expected = predict_from_lookup(archs, reader.read_op_lookup(tmp_path / "torch-cpu", configuration=device.config_id), nb201.NetworkConfig(**TINY_NETWORK))
     assert model.predict(archs) == pytest.approx(expected)
     loaded = predictors.load(model.save(tmp_path / "model"))
     assert loaded.predict(archs) == pytest.approx(expected)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leti import campaign, evaluation, tracking
-from leti.campaign import DeviceConfig
+from leti import tracking
+from leti.devices.config import DeviceConfig
+from leti.store import parts, reader
 
 BIN = Path(sys.executable).parent
 
@@ -45,18 +46,19 @@ def row(arch: str, config_id: str, min_ms: float, minutes: int) -> dict:
     }
 
 
-def test_training_data_reads_the_current_configuration_once_per_sampled_arch(tmp_path: Path) -> None:
+def test_train_reads_the_current_configuration_once_per_sampled_arch(tmp_path: Path) -> None:
     device = DeviceConfig.from_params("torch-cpu", {"backend": "torch-cpu"}, {"runs": 3})
     current, old = device.config_id, "0ld0ld0ld0ld0ld0"
-    campaign.write_part([row("a", old, 9.0, 0), row("b", old, 9.0, 0), row("c", old, 9.0, 0)], tmp_path, "torch-cpu")
-    campaign.write_part([row("a", current, 1.0, 5), row("b", current, 2.0, 5), row("z", current, 5.0, 5)], tmp_path, "torch-cpu")
+    parts.write_part([row("a", old, 9.0, 0), row("b", old, 9.0, 0), row("c", old, 9.0, 0)], tmp_path, "torch-cpu")
+    parts.write_part([row("a", current, 1.0, 5), row("b", current, 2.0, 5), row("z", current, 5.0, 5)], tmp_path, "torch-cpu")
     failed = {**row("c", current, 0.0, 6), "error": "RuntimeError: boom", "samples_ms": []}
-    campaign.write_part([failed, row("a", current, 1.5, 9)], tmp_path, "torch-cpu")  # a measured again
-    data = evaluation.training_data(tmp_path, device, ["a", "b", "c"], "min_ms")
+    parts.write_part([failed, row("a", current, 1.5, 9)], tmp_path, "torch-cpu")  # a measured again
+    policy = reader.ReadPolicy("min_ms", configuration=device.config_id, valid_only=False)  # the way stages/train.py reads
+    data = reader.read_cells(tmp_path, "torch-cpu", "nb201", policy, ["a", "b", "c"])
     assert data.archs == ["a", "b"] and data.latency_ms.tolist() == [1.5, 2.0]
-    assert (data.rows_read, data.other_config, data.not_sampled, data.repeats) == (7, 3, 1, 1)
+    assert (data.rows_read, data.other_config, data.not_asked, data.repeats) == (7, 3, 1, 1)
     with pytest.raises(ValueError, match="unknown statistic"):
-        evaluation.training_data(tmp_path, device, ["a"], "p99_ms")
+        reader.ReadPolicy("p99_ms")
     other = DeviceConfig.from_params("torch-cpu", {"backend": "torch-cpu"}, {"runs": 4})
-    with pytest.raises(ValueError, match="current configuration"):
-        evaluation.training_data(tmp_path, other, ["a"], "min_ms")
+    with pytest.raises(ValueError, match=f"no rows of configuration '{other.config_id}'"):
+        reader.read_cells(tmp_path, "torch-cpu", "nb201", reader.ReadPolicy(configuration=other.config_id))

@@ -10,11 +10,13 @@ import pytest
 import yaml
 from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, phone, tiny_device_config  # noqa: F401 (fixtures)
 
-from leti import named_models, preparation, tables
+from leti import networks
 from leti.cli import main
 from leti.devices import make_backend
+from leti.measure import named_models, preparation
 from leti.spaces import nb201
 from leti.spaces.base import count_flops, count_params
+from leti.store import tables
 from leti.torchvision_compat import import_torchvision
 
 SMALL = (3, 32, 32)
@@ -22,25 +24,25 @@ SMALL = (3, 32, 32)
 
 def test_torchvision_classifiers_import_on_this_torch_and_build_without_downloads() -> None:
     torchvision = import_torchvision()
-    names = named_models.torchvision_names()
+    names = networks.torchvision_names()
     assert {"resnet18", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf"} <= set(names)
-    model = named_models.load(named_models.resolve("mobilenet_v3_small"), batch=2, input_shape=SMALL)
+    model = networks.load(networks.resolve("mobilenet_v3_small"), batch=2, input_shape=SMALL)
     assert model.network is not None and tuple(model.example.shape) == (2, *SMALL)
     assert model.flops == count_flops(model.network, model.example) > 0 and model.params == count_params(model.network)
     assert model.details["torchvision"] == torchvision.__version__.split("+")[0]
-    again = named_models.load(named_models.resolve("mobilenet_v3_small"), batch=1, input_shape=SMALL)
+    again = networks.load(networks.resolve("mobilenet_v3_small"), batch=1, input_shape=SMALL)
     assert again.digest == model.digest  # the definition, not the input or the random weights
-    assert named_models.load(named_models.resolve("mobilenet_v3_large"), 1, SMALL).digest != model.digest
+    assert networks.load(networks.resolve("mobilenet_v3_large"), 1, SMALL).digest != model.digest
 
 
 def test_passes_are_appended_resumed_and_profiled(tiny_device_config, tmp_path) -> None:
     device = tiny_device_config("torch-cpu")
-    sources = [named_models.resolve("squeezenet1_1"), named_models.resolve("mobilenet_v3_small")]
+    sources = [networks.resolve("squeezenet1_1"), networks.resolve("mobilenet_v3_small")]
     first = named_models.measure_models(sources, device, tmp_path / "store", SMALL, passes=2, op_profile=True, progress=False)
     assert [(r.model, r.pass_number) for r in first] == [("squeezenet1_1", 1), ("mobilenet_v3_small", 1),
                                                          ("squeezenet1_1", 2), ("mobilenet_v3_small", 2)]
     rows = tables.read(tmp_path / "store", tables.LATENCY)
-    assert rows.height == 4 and rows["error"].null_count() == 4 and set(rows["space"]) == {named_models.SPACE}
+    assert rows.height == 4 and rows["error"].null_count() == 4 and set(rows["space"]) == {networks.SPACE}
     assert rows["input_shape"].to_list()[0] == [1, *SMALL]
     assert all(len(samples) == FAST_PROTOCOL["runs"] for samples in rows["samples_ms"])
     assert rows["model_digest"].str.len_chars().to_list() == [64] * 4 and rows["flops"].min() > 0
@@ -59,9 +61,9 @@ def test_passes_are_appended_resumed_and_profiled(tiny_device_config, tmp_path) 
 
 
 def test_onnx_and_tflite_files_run_on_their_backends_with_the_flops_torch_counts(tiny_device_config, tmp_path) -> None:
-    model = named_models.load(named_models.resolve("squeezenet1_1"), 1, SMALL)
+    model = networks.load(networks.resolve("squeezenet1_1"), 1, SMALL)
     onnx_file = make_backend("onnxruntime-cpu").write_artifact(model.network, model.example, tmp_path / "squeeze.onnx")
-    from_onnx = named_models.load(named_models.resolve(str(onnx_file)), 1)
+    from_onnx = networks.load(networks.resolve(str(onnx_file)), 1)
     assert from_onnx.source.name == "squeeze" and from_onnx.flops == model.flops
     assert list(from_onnx.example.shape) == [1, *SMALL]
 
@@ -70,7 +72,7 @@ def test_onnx_and_tflite_files_run_on_their_backends_with_the_flops_torch_counts
     config = nb201.NetworkConfig(**TINY_NETWORK)
     arch = nb201.sample_valid(2, seed=9)[0]  # converted by the android tests too: the session's cache has it
     tflite_file = preparation.prepare_artifact(tflite_backend, config, 1, arch)
-    from_tflite = named_models.load(named_models.resolve(str(tflite_file), name="nb201-cell"), 1)
+    from_tflite = networks.load(networks.resolve(str(tflite_file), name="nb201-cell"), 1)
     assert from_tflite.flops == nb201.count_flops(nb201.build_network(arch, config), nb201.example_input(config))
 
     store = tmp_path / "store"
@@ -79,7 +81,7 @@ def test_onnx_and_tflite_files_run_on_their_backends_with_the_flops_torch_counts
     assert onnx_row.error is None and tflite_row.error is None
     rows = tables.read(store, tables.LATENCY)
     assert set(rows["arch"]) == {"squeeze", "nb201-cell"}
-    assert set(rows["model_digest"]) == {named_models.sha256_file(onnx_file), named_models.sha256_file(tflite_file)}
+    assert set(rows["model_digest"]) == {networks.sha256_file(onnx_file), networks.sha256_file(tflite_file)}
     environment = json.loads(rows.filter(pl.col("arch") == "squeeze")["environment"][0])
     assert environment["model"]["source"] == "onnx" and environment["libraries"]["onnxruntime"]
 
@@ -89,7 +91,7 @@ def test_a_torchvision_network_converts_for_a_phone_and_runs_on_the_stand_in(pho
     torch.fx graph, since the converter's environment has no torchvision."""
     root = phone["root"]
     device = tiny_device_config("android-adb", options={**phone["options"], "op_profiling": True})
-    [result] = named_models.measure_models([named_models.resolve("squeezenet1_1")], device, tmp_path / "store", SMALL,
+    [result] = named_models.measure_models([networks.resolve("squeezenet1_1")], device, tmp_path / "store", SMALL,
                                            progress=False)
     assert result.error is None and result.row["mean_ms"] > 0 and result.row["samples_ms"] == []
     profiles = tables.read(tmp_path / "op_profiles", tables.OP_PROFILE)

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from pipeline_helpers import ROOT, declared_outputs, free_port, repro_targets, run, serving
 
-from leti import predictors, tables
+from leti import predictors
+from leti.store import tables
 
 pytestmark = pytest.mark.slow
 

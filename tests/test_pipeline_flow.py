@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from pipeline_helpers import HANG_SECONDS, ROOT, commit_all, environment, free_port, run, serving
 
 from leti import params
-from pipeline_helpers import HANG_SECONDS, ROOT, commit_all, environment, free_port, run, serving
 
 pytestmark = pytest.mark.slow
 
@@ -174,7 +174,7 @@ def test_a_lost_device_is_retried_and_bad_input_is_not(tmp_path: Path, prefect_a
 def test_bad_arguments_are_named_before_any_flow_run(tmp_path: Path, e2e_home: Path) -> None:
     from dvc.exceptions import DvcException
 
-    from leti.pipeline_flow import check_arguments
+    from leti.orchestration.pipeline import check_arguments
 
     scratch_dvc_repo(tmp_path, e2e_home)
     (tmp_path / "params.yaml").write_text("train:\n  seed: 0\n")

@@ -57,7 +57,7 @@ def test_only_malformed_archs_exit_1_without_a_model(tmp_path: Path) -> None:
 def test_predicting_imports_no_torch() -> None:
     """Parsing, featurising and a tabular model must not import torch: it is a second of every
     `leti predict` (the 15625-cell timing is in benchmarks/predict.py)."""
-    script = ("import sys; import leti.cli.predict, leti.spaces, leti.features, leti.predictors, leti.mlflow_model; "
+    script = ("import sys; import leti.cli.predict, leti.spaces, leti.features, leti.predictors, leti.tracking.pyfunc; "
               "from leti import spaces, predictors; spaces.get('nb201').parse(" + repr(GOOD) + "); "
               "predictors.FAMILIES['linear']; assert 'torch' not in sys.modules, 'torch imported'")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)

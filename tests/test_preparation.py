@@ -15,12 +15,13 @@ import torch
 from measure_helpers import TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 from torch import nn
 
-from leti import campaign, preparation, tables
 from leti.devices import BACKENDS, make_backend
 from leti.devices.onnx_graph import UnsupportedGraph, verify, write_onnx
 from leti.devices.onnxruntime_cpu import export_onnx
 from leti.devices.torch_cpu import TorchCPU
+from leti.measure import campaign, preparation
 from leti.spaces import nb201
+from leti.store import tables
 
 SMALL = nb201.NetworkConfig(**TINY_NETWORK)
 
@@ -128,11 +129,11 @@ def test_a_failed_conversion_is_the_cells_error_row(tiny_device_config, tmp_path
     archs = nb201.sample_valid(2, seed=24)
     device = tiny_device_config("onnxruntime-cpu", options={"exporter": "torchscript", "opset": 99},
                                 pin_cpus=[max(os.sched_getaffinity(0))])
-    rows = campaign.measure_chunk(archs, device, tmp_path).rows
+    rows = campaign.measure_next_chunk(archs, device, tmp_path).rows
     assert [row["arch"] for row in rows] == archs
     assert all(row["error"].startswith("PrepareError") and "99" in row["error"] for row in rows)
     with pytest.raises(ValueError, match="exporter 'no-such-exporter'"):
-        campaign.measure_chunk(archs, tiny_device_config("onnxruntime-cpu", options={"exporter": "no-such-exporter"}), tmp_path)
+        campaign.measure_next_chunk(archs, tiny_device_config("onnxruntime-cpu", options={"exporter": "no-such-exporter"}), tmp_path)
 
 
 def lock_is_free(resource: str) -> bool:
@@ -170,7 +171,7 @@ def test_a_remote_devices_lock_covers_its_runs_only(tiny_device_config, tmp_path
     monkeypatch.setitem(BACKENDS, RemoteDevice.name, RemoteDevice)
     monkeypatch.setenv("LETI_LOCK_DIR", str(tmp_path / "locks"))
     RemoteDevice.seen = []
-    campaign.measure_chunk(nb201.sample_valid(2, seed=25), tiny_device_config(RemoteDevice.name), tmp_path / "store")
+    campaign.measure_next_chunk(nb201.sample_valid(2, seed=25), tiny_device_config(RemoteDevice.name), tmp_path / "store")
     assert RemoteDevice.seen == [("prepare", True), ("run", False)] * 2  # free while the host works, held while it runs
     assert lock_is_free("host-cpu")  # a remote device never takes this machine's CPU lock
 
@@ -187,7 +188,7 @@ def test_a_host_backend_holds_the_cpu_lock_for_the_whole_chunk(tiny_device_confi
             return super().prepare(network, example, workdir)
 
     monkeypatch.setitem(BACKENDS, Watched.name, Watched)
-    campaign.measure_chunk(nb201.sample_valid(2, seed=26), tiny_device_config(Watched.name), tmp_path / "store")
+    campaign.measure_next_chunk(nb201.sample_valid(2, seed=26), tiny_device_config(Watched.name), tmp_path / "store")
     assert seen == [False, False]  # any work of the timing process would disturb the host's timings
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from leti.registry import Candidate, Champion, Rule, best, decide
+from leti.tracking.registry import Candidate, Champion, Rule, best, decide
 
 TARGET = {"space": "nb201", "device": "torch-cpu", "config_id": "abc", "statistic": "min_ms"}
 

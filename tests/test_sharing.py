@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pipeline_helpers import commit_all, copy_project, declared_outputs, repro_targets, run
 
-from leti import tables
+from leti.store import tables
 
 pytestmark = pytest.mark.slow
 

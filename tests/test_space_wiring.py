@@ -13,10 +13,13 @@ import pytest
 import yaml
 from measure_helpers import FAST_PROTOCOL, TINY_NETWORK
 
-from leti import campaign, evaluation, features, measure_flow, params, predictors, tables
-from leti.campaign import DeviceConfig
+from leti import features, params, predictors
 from leti.cli import main
+from leti.devices.config import DeviceConfig, device_from_params
+from leti.measure import campaign
+from leti.orchestration import measure as measure_flow
 from leti.spaces import nb101, nb201
+from leti.store import reader, tables
 
 NB101_TINY = {"input_size": 8, "stem_channels": 8, "num_stacks": 2, "cells_per_stack": 1}
 SMALL_GCN = {"hidden": 32, "layers": 2, "batch_size": 8, "epochs": 8, "patience": 4, "lr": 2e-3, "target": "log"}
@@ -47,18 +50,18 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list
     root = tmp_path_factory.mktemp("spaces")
     params_path = write_params(root / "params.yaml")
     archs = nb101.sample_valid(90, seed=5)
-    campaign.run_campaign(archs, params.device("torch-cpu", params_path, "nb101"), root / "latency", progress=False)
-    campaign.run_campaign(nb201.sample_valid(4, seed=5), params.device("torch-cpu", params_path), root / "latency", progress=False)
+    campaign.run_campaign(archs, device_from_params("torch-cpu", params_path, "nb101"), root / "latency", progress=False)
+    campaign.run_campaign(nb201.sample_valid(4, seed=5), device_from_params("torch-cpu", params_path), root / "latency", progress=False)
     return params_path, root / "latency", archs
 
 
 def test_a_device_config_per_space(tmp_path: Path) -> None:
     params_path = write_params(tmp_path / "params.yaml")
-    cells, tiny = params.device("torch-cpu", params_path, "nb101"), params.device("torch-cpu", params_path)
+    cells, tiny = device_from_params("torch-cpu", params_path, "nb101"), device_from_params("torch-cpu", params_path)
     assert cells.network == nb101.NetworkConfig(**NB101_TINY) and cells.space is nb101
     assert tiny.network == nb201.NetworkConfig(**TINY_NETWORK) and tiny.space is nb201
     assert cells.config_id != tiny.config_id
-    assert params.device("torch-cpu", params_path, "nb101", {}).network == nb101.NetworkConfig()  # {}: the benchmark's own
+    assert device_from_params("torch-cpu", params_path, "nb101", {}).network == nb101.NetworkConfig()  # {}: the benchmark's own
     assert params.device_spaces("ort", params_path) == ["nb101"] and params.device_spaces("torch-cpu", params_path) == ["nb201", "nb101"]
     with pytest.raises(ValueError, match="unknown keys: \\['channels'\\]"):
         DeviceConfig.from_params("x", {"backend": "torch-cpu"}, {}, "nb101", {"channels": 4})
@@ -70,10 +73,10 @@ def test_rows_are_stamped_and_stored_under_their_space(measured) -> None:
     assert sorted(rows["arch"]) == sorted(archs) and set(rows["space"]) == {"nb101"}
     assert rows["error"].null_count() == 90 and rows["input_shape"].to_list()[0] == [1, 3, 8, 8]
     assert set(tables.read(store / "torch-cpu" / "nb201", tables.LATENCY)["space"]) == {"nb201"}
-    device = params.device("torch-cpu", params_path, "nb101")
+    device = device_from_params("torch-cpu", params_path, "nb101")
     assert campaign.pending(archs, device, store) == []  # resumes per space
-    assert len(campaign.pending(archs, params.device("torch-cpu", params_path), store)) == 90  # NB201's config is another
-    training = evaluation.training_data(store, device, archs, "min_ms")
+    assert len(campaign.pending(archs, device_from_params("torch-cpu", params_path), store)) == 90  # NB201's config is another
+    training = reader.read_cells(store, "torch-cpu", "nb101", reader.ReadPolicy("min_ms", device.config_id), archs)
     assert training.archs == sorted(archs) and training.rows_read == 90
 
 
@@ -104,7 +107,7 @@ def test_duplicate_node_features_mark_repeated_nb101_ops(measured) -> None:
     pools = graph.node_features(nb101.graph("mm|110.01.1"), "nb101", "onehot+duplicates")  # two pools on the input; padding repeats nothing
     assert pools[:, -1].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
     _, store, _ = measured
-    data = evaluation.load_device(store, "torch-cpu", "nb101")
+    data = reader.read_cells(store, "torch-cpu", "nb101")
     gcn = predictors.make_predictor("gcn", **predictors.with_defaults("gcn", {**SMALL_GCN, "node_features": "onehot+duplicates"},
                                                                        {"space": "nb101"}))
     assert gcn.fit(data.archs[:60], data.latency_ms[:60]).predict(data.archs[60:70]).shape == (10,)
@@ -113,7 +116,7 @@ def test_duplicate_node_features_mark_repeated_nb101_ops(measured) -> None:
 @pytest.mark.parametrize("family", sorted(FAMILY_PARAMS))
 def test_every_family_learns_nb101_cells(family: str, measured, tmp_path: Path) -> None:
     _, store, _ = measured
-    data = evaluation.load_device(store, "torch-cpu", "nb101")
+    data = reader.read_cells(store, "torch-cpu", "nb101")
     archs, latency = data.archs, data.latency_ms
     predictor = predictors.make_predictor(family, **predictors.with_defaults(family, FAMILY_PARAMS[family], {"space": "nb101"}))
     assert predictor.fit(archs[:60], latency[:60], archs[60:75], latency[60:75]) is predictor
@@ -147,7 +150,7 @@ def test_evaluate_and_ingest_take_the_space(measured, tmp_path: Path, capsys) ->
     rows = tables.read(tmp_path / "published" / "board" / "nb101", tables.LATENCY)
     assert rows["arch"].to_list() == [archs[0], archs[1]] and set(rows["space"]) == {"nb101"}
     with pytest.raises(KeyError, match="no rows of space .nb201."):
-        evaluation.load_device(tmp_path / "published", "board", "nb201")
+        reader.read_cells(tmp_path / "published", "board", "nb201")
 
 
 def test_the_measure_flow_reads_each_space_of_an_architectures_folder(tmp_path: Path) -> None:
@@ -161,7 +164,7 @@ def test_the_measure_flow_reads_each_space_of_an_architectures_folder(tmp_path: 
 
 
 def test_measured_report_puts_the_noise_floor_beside_the_predictors(measured, tmp_path: Path) -> None:
-    from leti import measured_report
+    from leti.reports import measured as measured_report
 
     params_path, _, _ = measured
     config = {"space": "nb101", "device": "torch-cpu", "n": 40, "seed": 3, "passes": 2, "statistic": "min_ms",

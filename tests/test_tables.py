@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from leti import tables
+from leti.store import tables
 
 ARCH = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
 

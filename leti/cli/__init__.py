@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
+
+from leti import errors
 
 COMMANDS = ["arch", "measure", "measure_ops", "measure_model", "ingest", "evaluate", "predict"]
 """Modules of ``leti.cli``, in the order ``leti --help`` lists them."""
@@ -38,26 +39,11 @@ def command_module(argv: Sequence[str]) -> str | None:
     return module if module in COMMANDS else None
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or a lost device: reported in one line, never as a traceback."""
-    errors: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError)
-    devices = sys.modules.get("leti.devices.base")  # these exist only once a backend was loaded
-    return errors + ((devices.DeviceError, devices.BackendUnavailableError) if devices else ())
-
-
-def is_device_error(error: BaseException) -> bool:
-    devices = sys.modules.get("leti.devices.base")
-    return devices is not None and isinstance(error, devices.DeviceError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(command_module(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
-    except user_errors() as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"leti {args.command}: error: {message}", file=sys.stderr)
-        # A lost device is worth retrying (the pipeline flow does): EX_TEMPFAIL; bad input is not: 2.
-        return os.EX_TEMPFAIL if is_device_error(error) else 2
+    except errors.USER_ERRORS as error:
+        return errors.report(f"leti {args.command}", error)

@@ -10,7 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from leti import evaluation, predictors, spaces
+from leti import predictors, spaces
+from leti.predictors import evaluation
+from leti.store import reader
 
 
 def parse_value(text: str) -> object:
@@ -28,7 +30,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Split one device's cells (those with an input->output path; the others are excluded and "
         "counted) into TRAIN_SIZE train, VAL_SIZE validation and the rest test by SEED, fit the predictor, and "
         "write test metrics: acc_1pct, acc_5pct, acc_10pct (percent), rmse_ms, mape, spearman, kendall, n_train, "
-        "n_val, n_test, fit_seconds, predict_seconds, predictor (the family chosen, for auto).",
+        "n_val, n_test, fit_seconds, predict_seconds, predictor (the family chosen, for auto). A store holding "
+        "several measurement configurations of the device is an error naming them, unless --config picks one.",
     )
     parser.add_argument("--latency", type=Path, required=True, metavar="PATH", help="latency store folder or latency table file")
     parser.add_argument("--device", required=True)
@@ -44,6 +47,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a predictor parameter, e.g. --set batch_size=32 for gcn (repeatable)",
     )
     parser.add_argument("--save", type=Path, metavar="DIR", help="also save the fitted predictor here")
+    parser.add_argument("--statistic", default="median_ms", choices=reader.STATISTICS,
+                        help="which summary of each cell's timed runs to predict (default: %(default)s)")
+    parser.add_argument("--config", metavar="ID", help="the measurement configuration (config_id) to use when the store "
+                        "holds several for the device")
     parser.set_defaults(handler=run)
 
 
@@ -56,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         overrides[key] = parse_value(value)
     if args.predictor not in predictors.FAMILIES:
         raise KeyError(f"unknown predictor {args.predictor!r} (known: {', '.join(sorted(predictors.FAMILIES))})")
-    data = evaluation.load_device(args.latency, args.device, spaces.get(args.space).NAME)
+    policy = reader.ReadPolicy(statistic=args.statistic, configuration=args.config or reader.ONLY, duplicates="mean")
+    data = reader.read_cells(args.latency, args.device, spaces.get(args.space).NAME, policy)
     supplied = {"seed": args.seed, "space": args.space}
     predictor = predictors.make_predictor(args.predictor, **predictors.with_defaults(args.predictor, overrides, supplied))
     parts = evaluation.split(len(data.archs), args.train_size, args.val_size, args.seed)
@@ -66,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device,
         "seed": args.seed,
         "space": args.space,
-        "excluded_no_path": data.excluded_no_path,
+        "excluded_no_path": data.excluded_invalid,
     }
     print(
-        f"leti evaluate: excluded {data.excluded_no_path} cells with no input->output path on {args.device}",
+        f"leti evaluate: excluded {data.excluded_invalid} cells with no input->output path on {args.device}",
         file=sys.stderr,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from leti import ingest
+from leti.store import ingest
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -6,7 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from leti import campaign, params, spaces, tables
+from leti import spaces
+from leti.devices.config import device_from_params
+from leti.measure import campaign
+from leti.store import tables
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -41,7 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     space = spaces.get(args.space)
-    device = params.device(args.device, args.params, space.NAME)
+    device = device_from_params(args.device, args.params, space.NAME)
     if args.arch:
         archs = [space.format_cell(space.parse(arch)) for arch in args.arch]
     else:
@@ -55,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
         retries=args.retries, backoff_seconds=args.backoff, prepare_ahead=not args.no_prepare_ahead,
         op_profile_store=args.op_profiles,
     )
-    print(json.dumps({**result.__dict__, "overhead": result.overhead}))
+    print(json.dumps(result.summary()))
     return 0

@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from leti import named_models, params
+from leti import networks
+from leti.devices.config import device_from_params
+from leti.measure import named_models
 
 
 def shape(text: str) -> tuple[int, ...]:
@@ -54,16 +56,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        print("\n".join(named_models.torchvision_names()))
+        print("\n".join(networks.torchvision_names()))
         return 0
     if not args.device or not args.models:
         raise ValueError("give --device and at least one MODEL (or --list)")
     if args.name and len(args.models) != 1:
         raise ValueError("--name names a single model")
-    device = params.device(args.device, args.params)
+    device = device_from_params(args.device, args.params)
     if args.batch is not None:
         device = named_models.with_batch(device, args.batch)
-    sources = [named_models.resolve(spec, args.name) for spec in args.models]
+    sources = [networks.resolve(spec, args.name) for spec in args.models]
     results = named_models.measure_models(
         sources, device, args.store, input_shape=args.input_shape, passes=args.passes, retry_errors=args.retry_errors,
         op_profile=args.op_profile, op_profile_store=args.op_profiles, retries=args.retries, progress=not args.no_progress,

@@ -1,4 +1,4 @@
-"""``leti measure-ops``: the layer-wise lookup table of one device (see ``leti.layerwise``)."""
+"""``leti measure-ops``: the layer-wise lookup table of one device (see ``leti.measure.operators``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
-from leti import layerwise, params, spaces
+from leti import params, spaces
+from leti.devices.config import device_from_params
+from leti.measure import operators
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -18,24 +20,24 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Measure every distinct operator instance (op x input shape x channels x stride) of a space's "
         "networks alone on a device from params.yaml and append the rows to STORE/DEVICE/. Operators already "
         "measured with the same configuration are skipped. The table feeds the layer-wise baseline (sum of "
-        f"per-op latencies); leti decomposes {', '.join(layerwise.SPACES)} networks into operators.",
+        f"per-op latencies); leti decomposes {', '.join(spaces.OPERATOR_DECOMPOSITIONS)} networks into operators.",
     )
     parser.add_argument("--device", required=True, help="a device name under 'devices:' in the params file")
     parser.add_argument("--space", action="append", metavar="NAME",
                         help="a space whose operators to time (repeatable; default: every space the device measures "
-                        f"that has an operator decomposition: {', '.join(layerwise.SPACES)})")
+                        f"that has an operator decomposition: {', '.join(spaces.OPERATOR_DECOMPOSITIONS)})")
     parser.add_argument("--store", type=Path, default=Path("data/op_latency"), help="lookup table folder (default: %(default)s)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    params.device(args.device, args.params)  # an unknown device fails here, in one line
-    chosen = args.space or [space for space in params.device_spaces(args.device, args.params) if space in layerwise.SPACES]
+    device_from_params(args.device, args.params)  # an unknown device fails here, in one line
+    chosen = args.space or [space for space in params.device_spaces(args.device, args.params) if space in spaces.OPERATOR_DECOMPOSITIONS]
     (args.store / args.device).mkdir(parents=True, exist_ok=True)  # the stage's out, even with no space to time
     for space in chosen:
-        device = params.device(args.device, args.params, spaces.get(space).NAME)
-        rows = layerwise.measure_ops(device, args.store)
+        device = device_from_params(args.device, args.params, spaces.get(space).NAME)
+        rows = operators.measure_ops(device, args.store)
         print(json.dumps({
             "device": device.name,
             "space": space,

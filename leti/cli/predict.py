@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 OUTPUT_FORMATS = (".parquet", ".csv")
-
-
-class MissingModelError(FileNotFoundError):
-    """No model at the URI; the message says which and how to make one."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -31,7 +26,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", required=True, metavar="NAME", help="device the latency is for, e.g. torch-cpu")
     parser.add_argument("--space", default="nb201", help="search space of the archs (default: %(default)s)")
-    parser.add_argument("--model", metavar="URI", help="an MLflow model URI instead of the champion, e.g. models:/leti-nb201-torch-cpu/3 or runs:/RUN/model")
+    parser.add_argument("--model", metavar="URI", help="an MLflow model URI instead of the champion, e.g. models:/leti-nb201-torch-cpu/3 "
+                        "or runs:/RUN/model, or a folder a predictor was saved to (leti evaluate --save)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("archs", nargs="*", default=[], metavar="ARCH", help="arch strings")
     source.add_argument("--file", type=Path, metavar="FILE", help="one arch per line (position = line number), or a .parquet/.csv table with an 'arch' column")
@@ -40,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leti import spaces, tracking
+    from leti import api, spaces
 
     if not args.archs and args.file is None:
         raise ValueError("give ARCH arguments or --file FILE")
@@ -58,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             archs.append(arch)
     if archs:
-        uri = args.model or tracking.champion_uri(args.space, args.device)
-        model = load_model(uri, args.device, args.space)
-        predicted = model.predict(model_input(archs))
+        predicted = api.load_predictor(args.device, args.space, args.model).predict(archs)
         write(archs, args.device, [float(value) for value in predicted], args.output)
     return 1 if malformed else 0
 
@@ -78,49 +72,6 @@ def read_file(path: Path) -> list[tuple[int, str]]:
         return [(row, str(arch)) for row, arch in enumerate(table["arch"].to_list(), start=1)]
     lines = path.read_text().splitlines()
     return [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
-
-
-def model_input(archs: list[str]):  # noqa: ANN201 - a pandas frame, imported late for a fast --help
-    import pandas as pd
-
-    return pd.DataFrame({"arch": archs})
-
-
-def load_model(uri: str, device: str, space: str):  # noqa: ANN201 - an mlflow PyFuncModel
-    """The pyfunc at ``uri``; one line naming the model and how to make one when it is missing."""
-    from leti import tracking
-
-    default_store = "MLFLOW_TRACKING_URI" not in os.environ
-    store = tracking.tracking_uri()
-    if default_store and not Path("mlflow.db").exists() and uri.startswith("models:/"):
-        raise MissingModelError(missing_message(uri, device, space, f"no MLflow store here ({Path.cwd() / 'mlflow.db'})"))
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(store)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        # suppress_warnings skips MLflow's scan of every installed distribution against the model's
-        # requirements (about a second); leti runs the model in its own environment.
-        model = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-            raise MissingModelError(missing_message(uri, device, space, f"not found in {store}")) from None
-        raise ValueError(f"cannot load model {uri} from {store}: {str(error).splitlines()[0]}") from None
-    except OSError as error:
-        raise MissingModelError(missing_message(uri, device, space, str(error))) from None
-    metadata = model.metadata.metadata or {}
-    for key, wanted in (("device", device), ("space", space)):
-        if metadata.get(key) not in (None, wanted):
-            raise ValueError(f"model {uri} predicts {key} {metadata[key]!r}, not {wanted!r}")
-    return model
-
-
-def missing_message(uri: str, device: str, space: str, why: str) -> str:
-    return (
-        f"no model {uri} ({why}): make one with `make pipeline` (train.device: {device} in params.yaml, "
-        f"then `dvc repro train`), or pass --model URI"
-    )
 
 
 def write(archs: list[str], device: str, predicted: list[float], output: Path | None) -> None:

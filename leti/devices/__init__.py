@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from leti.devices.android_adb import AndroidADB
-from leti.devices.base import Backend, BackendUnavailableError, DeviceError, Protocol, Timing
+from leti.devices.base import Backend, Protocol, Timing
 from leti.devices.onnxruntime_cpu import OnnxRuntimeCPU
 from leti.devices.tflite_cpu import TFLiteCPU
 from leti.devices.torch_cpu import TorchCPU
@@ -33,6 +33,6 @@ def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
 
 
 __all__ = [
-    "BACKENDS", "Backend", "BackendUnavailableError", "DeviceError", "Protocol", "Timing",
+    "BACKENDS", "Backend", "Protocol", "Timing",
     "UnknownBackendError", "make_backend",
 ]

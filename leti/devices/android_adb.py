@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from leti.devices import litert_env
-from leti.devices.base import Backend, DeviceError, Protocol, Timing, host_environment, package_versions
+from leti.devices.base import Backend, Protocol, Timing, host_environment, package_versions
 from leti.devices.tflite_cpu import convert_tflite, require_tflite
+from leti.errors import DeviceError
 
 DEVICE_GONE = re.compile(
     r"device '.*' not found|device offline|device unauthorized|no devices/emulators found|"

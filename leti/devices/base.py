@@ -257,13 +257,6 @@ HOST_CPU = "host-cpu"
 """The resource name of this machine's CPU, shared by every backend that times on it."""
 
 
-class DeviceError(RuntimeError):
-    """The device itself failed (disconnected, busy, timed out): worth retrying, unlike a bad model."""
-
-
-class BackendUnavailableError(RuntimeError):
-    """The backend cannot run on this machine at all (a missing package); stops the campaign early."""
-
 
 @dataclass
 class Backend(ABC):

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from leti.devices.base import BackendUnavailableError
+from leti.errors import BackendUnavailableError
 
 REQUIREMENTS = ("torch==2.13.0", "litert-torch==0.10.0", "ai-edge-litert==2.3.0")
 """What the converter environment runs: the same torch as leti, the converter, its interpreter."""

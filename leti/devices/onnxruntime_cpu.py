@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from leti.devices import onnx_graph
-from leti.devices.base import Backend, BackendUnavailableError, Protocol, Timing, time_callable
+from leti.devices.base import Backend, Protocol, Timing, time_callable
+from leti.errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from leti.devices import litert_env
-from leti.devices.base import Backend, BackendUnavailableError, Protocol, Timing, time_callable
+from leti.devices.base import Backend, Protocol, Timing, time_callable
+from leti.errors import BackendUnavailableError
 
 SCRIPT = Path(__file__).with_name("litert_convert.py")
 SOURCE_ROOT = Path(__file__).resolve().parents[2]

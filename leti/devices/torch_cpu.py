@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from leti.devices.base import Backend, Protocol, Timing, time_callable
+from leti.threads import torch_threads
 
 
 class TorchCPU(Backend):
@@ -18,13 +19,8 @@ class TorchCPU(Backend):
         return network.eval()
 
     def run(self, artifact: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> Timing:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(protocol.threads)
-        try:
-            with torch.inference_mode():
-                return time_callable(lambda: artifact(example), protocol)
-        finally:
-            torch.set_num_threads(previous)
+        with torch_threads(protocol.threads), torch.inference_mode():
+            return time_callable(lambda: artifact(example), protocol)
 
     def parse(self, raw: Timing) -> Timing:
         return raw

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from leti.devices.base import Backend, DeviceError, Protocol, Timing, time_callable
+from leti.devices.base import Backend, Protocol, Timing, time_callable
+from leti.errors import DeviceError
 
 
 class TorchCUDA(Backend):

@@ -59,18 +59,9 @@ def names(feature_set: str, space: str = spaces.DEFAULT) -> list[str]:
     return _lookup(feature_set)[1](space)
 
 
-_precomputed: dict[tuple[str, str, str], np.ndarray] = {}
-
-
-def preload(features_table: pl.DataFrame) -> None:
-    """Use the vectors of a features table (the ``featurize`` stage's out) instead of recomputing."""
-    for space, arch, feature_set, values in features_table.select("space", "arch", "feature_set", "values").iter_rows():
-        _precomputed[(space, feature_set, arch)] = np.asarray(values, dtype=np.float32)
-
-
 def vector(arch: str, feature_set: str, space: str = spaces.DEFAULT) -> np.ndarray:
-    found = _precomputed.get((space, feature_set, arch))
-    return found if found is not None else _lookup(feature_set)[0](arch, space)
+    """Always computed from the live code, so a model trains and serves on the same features."""
+    return _lookup(feature_set)[0](arch, space)
 
 
 def matrix(archs: Sequence[str], feature_set: str, space: str = spaces.DEFAULT) -> np.ndarray:
@@ -81,7 +72,7 @@ def matrix(archs: Sequence[str], feature_set: str, space: str = spaces.DEFAULT) 
 
 
 def table(archs: Sequence[str], feature_sets: Sequence[str], space: str = spaces.DEFAULT) -> pl.DataFrame:
-    """Rows of the features table (see ``leti.tables.FEATURES``)."""
+    """Rows of the features table (see ``leti.store.tables.FEATURES``)."""
     rows = [
         {"space": space, "arch": arch, "feature_set": feature_set, "values": values.tolist()}
         for feature_set in feature_sets

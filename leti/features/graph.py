@@ -112,11 +112,8 @@ def repeats(graph: CellGraph) -> np.ndarray:
 
 @lru_cache(maxsize=200_000)
 def cell_graph(space: str, arch: str) -> CellGraph:
-    """The space's graph of ``arch`` (from the graphs table when :func:`preload` has seen it)."""
-    return _preloaded.get((space, arch)) or spaces.get(space).graph(arch)
-
-
-_preloaded: dict[tuple[str, str], CellGraph] = {}
+    """The space's graph of ``arch``, always from the live code (training and serving see the same)."""
+    return spaces.get(space).graph(arch)
 
 
 @lru_cache(maxsize=200_000)
@@ -154,7 +151,7 @@ def to_dgl(archs: Sequence[str], space: str, node_feature_kind: str = "onehot", 
 
 
 def graph_table(archs: Sequence[str], space: str) -> pl.DataFrame:
-    """Rows of ``leti.tables.GRAPHS``: each cell's node labels and data-flow edges."""
+    """Rows of ``leti.store.tables.GRAPHS``: each cell's node labels and data-flow edges."""
     rows = []
     for arch in archs:
         graph = spaces.get(space).graph(arch)
@@ -169,11 +166,3 @@ def graph_table(archs: Sequence[str], space: str) -> pl.DataFrame:
         )
     schema = {"space": pl.String, "arch": pl.String, "nodes": pl.List(pl.String), "edge_src": pl.List(pl.Int32), "edge_dst": pl.List(pl.Int32)}
     return pl.DataFrame(rows, schema=schema)
-
-
-def preload(table: pl.DataFrame) -> None:
-    """Use the graphs of a graphs table (the ``featurize`` stage's out) instead of recomputing them."""
-    for space, arch, nodes, src, dst in table.select("space", "arch", "nodes", "edge_src", "edge_dst").iter_rows():
-        _preloaded[(space, arch)] = CellGraph(tuple(nodes), tuple(zip(src, dst)))
-    cell_graph.cache_clear()
-    _dense_one.cache_clear()

@@ -55,11 +55,6 @@ def with_defaults(family: str, params: dict[str, Any], defaults: dict[str, Any])
     return {**{key: value for key, value in defaults.items() if key in accepted}, **params}
 
 
-def with_seed(family: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
-    """``params`` with ``seed`` added when the family takes one and it is not set already."""
-    return with_defaults(family, params, {"seed": seed})
-
-
 def make_predictor(family: str, **params: Any) -> Predictor:
     try:
         cls = FAMILIES[family]
@@ -82,4 +77,4 @@ def load(folder: str | Path) -> Predictor:
     return predictor
 
 
-__all__ = ["FAMILIES", "Predictor", "describe", "load", "make_predictor", "with_defaults", "with_seed"]
+__all__ = ["FAMILIES", "Predictor", "describe", "load", "make_predictor", "with_defaults"]

@@ -53,7 +53,6 @@ import copy
 import json
 import math
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +61,7 @@ from torch import nn
 
 from leti.features import graph as graphs
 from leti.predictors.base import Predictor
+from leti.threads import torch_threads
 
 SETTLE_EPOCHS = 20
 """The reference steps neither the scheduler nor early stopping during the first 20 epochs."""
@@ -113,17 +113,6 @@ class GCN(nn.Module):
         # alone: a quarter of the model's arithmetic, the same numbers.
         x = self.dropout(torch.relu(last_norm(last_conv.global_only(reads, x))))
         return self.head(x[:, 0]).squeeze(-1)
-
-
-@contextmanager
-def torch_threads(threads: int):
-    """Run torch on ``threads`` intra-op threads, then restore the caller's setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class GCNPredictor(Predictor):

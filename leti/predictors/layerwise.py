@@ -10,7 +10,7 @@ runs whatever its neighbours are, ``none`` included (it multiplies by zero), so 
 right regressors. In NAS-Bench-101 an op's width depends on the cell's wiring (the output's
 channels are split among the vertices feeding it), so the fitted per-op costs are averages over
 widths: the same model, a coarser fit. Measured lookup tables exist for the spaces whose networks
-``leti.layerwise`` decomposes into operator instances (NAS-Bench-201).
+``leti.spaces.operators`` decomposes into operator instances (NAS-Bench-201).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from leti import features, layerwise, spaces
+from leti import features, spaces
 from leti.predictors.base import Predictor
+from leti.store import reader
 
 
 class LayerwisePredictor(Predictor):
@@ -36,9 +37,9 @@ class LayerwisePredictor(Predictor):
         benchmark's); ``statistic``: which summary of each operator's runs the lookup sums;
         ``config_id``: which measurement configuration of the lookup folder to use (needed once it
         holds several)."""
-        if lookup and space not in layerwise.SPACES:
+        if lookup and space not in spaces.OPERATOR_DECOMPOSITIONS:
             raise ValueError(
-                f"layerwise: per-op lookup tables exist for {', '.join(layerwise.SPACES)} networks, not {space}; "
+                f"layerwise: per-op lookup tables exist for {', '.join(spaces.OPERATOR_DECOMPOSITIONS)} networks, not {space}; "
                 "leave out `lookup` to fit per-op costs on op counts"
             )
         super().__init__(lookup=lookup, network=network, statistic=statistic, config_id=config_id, space=space)
@@ -51,9 +52,9 @@ class LayerwisePredictor(Predictor):
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> LayerwisePredictor:
         if self.params["lookup"]:
-            self.lookup_table = layerwise.lookup_from_folder(
-                self.params["lookup"], self.params["statistic"], self.params["config_id"]
-            )
+            self.lookup_table = reader.read_op_lookup(
+                self.params["lookup"], self.params["statistic"], self.params["config_id"] or reader.ONLY
+            ).select("op_key", "latency_ms")
             return self
         # NB201's six counts always sum to 6, so the intercept and the op costs are collinear; lstsq's
         # minimum-norm solution picks one decomposition, predictions are the same for any.
@@ -75,7 +76,7 @@ class LayerwisePredictor(Predictor):
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         if self.lookup_table is not None:
             config = spaces.get(self.space).NetworkConfig(**(self.params["network"] or {}))
-            return layerwise.predict_from_lookup(archs, self.lookup_table, config)
+            return predict_from_lookup(archs, self.lookup_table, config)
         if self.costs_ms is None:
             raise RuntimeError("layerwise predictor is not fitted")
         return self._design(archs) @ self.costs_ms
@@ -91,3 +92,18 @@ class LayerwisePredictor(Predictor):
             self.lookup_table = pl.read_parquet(folder / "lookup.parquet")
         else:
             self.costs_ms = np.load(folder / "costs_ms.npy")
+
+
+def predict_from_lookup(archs: Sequence[str], lookup: pl.DataFrame, config: object) -> np.ndarray:
+    """Each network's operator latencies (``op_key`` -> ``latency_ms``), summed as often as it runs
+    them; ``config`` is the space's ``NetworkConfig`` the lookup was measured for."""
+    decomposition = spaces.operators(spaces.of_network(config).NAME)
+    latency = dict(zip(lookup["op_key"].to_list(), lookup["latency_ms"].to_list()))
+    predictions = []
+    for arch in archs:
+        counts = decomposition.network_ops(arch, config)
+        missing = [instance.key for instance in counts if instance.key not in latency]
+        if missing:
+            raise KeyError(f"operator {missing[0]!r} of {arch} is not in the lookup table")
+        predictions.append(sum(count * latency[instance.key] for instance, count in counts.items()))
+    return np.asarray(predictions, dtype=float)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 from leti.spaces import nb101, nb201
 from leti.spaces.base import CellGraph, SearchSpace
 
@@ -30,4 +33,16 @@ def of_network(config: object) -> SearchSpace:
     raise TypeError(f"not the NetworkConfig of a known search space: {config!r}")
 
 
-__all__ = ["SPACES", "DEFAULT", "CellGraph", "SearchSpace", "UnknownSpaceError", "get", "of_network"]
+OPERATOR_DECOMPOSITIONS = {"nb201": "leti.spaces.nb201_ops"}
+"""Spaces whose networks decompose into operator instances (the layer-wise lookup's keys): the
+module gives ``distinct_ops(config)``, ``network_ops(arch, config)`` and ``build_op(instance)``."""
+
+
+def operators(name: str) -> ModuleType:
+    """The operator decomposition of ``name``'s networks; one line naming the spaces that have one."""
+    if name not in OPERATOR_DECOMPOSITIONS:
+        raise ValueError(f"layer-wise lookup tables exist for {', '.join(OPERATOR_DECOMPOSITIONS)} networks, not {name!r}")
+    return importlib.import_module(OPERATOR_DECOMPOSITIONS[name])
+
+
+__all__ = ["SPACES", "DEFAULT", "CellGraph", "SearchSpace", "UnknownSpaceError", "get", "of_network", "operators"]

@@ -33,7 +33,6 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -192,11 +191,6 @@ def format_cell(cell: Cell) -> str:
     codes = "".join(OP_CODES[op] for op in cell.ops[1:-1])
     rows = ".".join("".join(str(bit) for bit in cell.matrix[r][r + 1 :]) for r in range(n - 1))
     return f"{codes}|{rows}"
-
-
-def to_spec(cell: Cell) -> dict[str, list]:
-    """The NAS-Bench-101 API's form of a cell: ``{"matrix": [[...]], "ops": [...]}``."""
-    return {"matrix": [list(row) for row in cell.matrix], "ops": list(cell.ops)}
 
 
 # --- Identity: the benchmark's hash --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""NAS-Bench-201 networks as operator instances, for the layer-wise lookup (``leti.layerwise``).
+"""NAS-Bench-201 networks as operator instances, for the layer-wise lookup (``leti.measure.operators``).
 
 A NAS-Bench-201 network (``NetworkConfig``) holds: the stem; in each of its three stages, the five
 cell operators at that stage's channels and resolution, plus the three additions that sum a cell's

@@ -11,9 +11,9 @@ to a Markdown report, a CSV of every run, DVC plots and MLflow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,31 +21,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leti import evaluation, plots, predictors
+from leti import spaces
 from leti.metrics import regression_metrics
+from leti.predictors import evaluation
 from leti.predictors.auto import pick
 from leti.predictors.ensemble import member_weights
-from leti.spaces import nb201
+from leti.reports import plots
+from leti.reports.tables import TABLE_METRICS, Run, fit_run, markdown_table, mean_std, results_frame, test_frame
+from leti.store import reader
 
-TABLE_METRICS = ("acc_1pct", "acc_5pct", "acc_10pct", "spearman")
-
-
-@dataclass
-class Run:
-    """One fitted predictor on one device and split; ``test``/``val`` are its predictions."""
-
-    device: str
-    seed: int
-    study: str  # main | ablation | train_size | batch_size
-    setting: str  # the varied value (variant name, train size, batch size); "" for the main table
-    predictor: str
-    chosen: str
-    fit_seconds: float
-    predict_all_seconds: float
-    predict_test_seconds: float
-    val: np.ndarray
-    test: np.ndarray
-    metrics: dict[str, float]
+SPACE = "nb201"
+"""The published datasets (HELP, LatBench) hold NAS-Bench-201 cells."""
 
 
 @dataclass(frozen=True)
@@ -69,78 +55,39 @@ def entries(config: dict[str, Any]) -> list[Entry]:
     return found
 
 
-@dataclass
-class Fitted:
-    fit_seconds: float
-    predict_all_seconds: float  # every cell of the space (15625 for NB201)
-    predict_test_seconds: float
-    val: np.ndarray
-    test: np.ndarray
-
-
-def fit_one(family: str, params: dict[str, Any], seed: int, data: evaluation.DeviceData, parts: evaluation.Split) -> Fitted:
-    """Fit on the split; time the fit, the prediction of the test cells and of every cell of the space."""
-    archs = np.asarray(data.archs, dtype=object)
-    y = data.latency_ms
-    predictor = predictors.make_predictor(family, **predictors.with_seed(family, params, seed))
-    start = time.perf_counter()
-    predictor.fit(list(archs[parts.train]), y[parts.train], list(archs[parts.val]), y[parts.val])
-    fit_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    test = predictor.predict(list(archs[parts.test]))
-    predict_test = time.perf_counter() - start
-    everything = nb201.all_arch_strings()
-    start = time.perf_counter()
-    predictor.predict(everything)
-    predict_all = time.perf_counter() - start
-    return Fitted(fit_seconds, predict_all, predict_test, predictor.predict(list(archs[parts.val])), test)
-
-
-def main_runs(data: evaluation.DeviceData, seed: int, config: dict[str, Any], progress: Callable[[str], None]) -> list[Run]:
+def main_runs(data: reader.Cells, seed: int, config: dict[str, Any], progress: Callable[[str], None]) -> list[Run]:
     """Every configured family, then the ensemble and auto built from them, on one device and seed."""
     parts = evaluation.split(len(data.archs), config["train_size"], config["val_size"], seed)
     y = data.latency_ms
+    every_cell = spaces.get(SPACE).all_arch_strings()
     runs = []
     for entry in entries(config):
         if entry.devices is not None and data.device not in entry.devices:
             continue
         progress(f"{data.device} seed {seed} {entry.name}")
-        fitted = fit_one(entry.family, entry.params, seed, data, parts)
-        runs.append(run_of(data.device, seed, "main", "", entry.name, entry.family, fitted, y[parts.test]))
+        runs.append(fit_run(data.device, entry.family, entry.params, seed, data.archs, y, parts, every_cell, entry.name))
     by_name = {run.predictor: run for run in runs}
     members = [name for name in config.get("ensemble_members", []) if name in by_name]
     if len(members) > 1:
         weights = member_weights(np.column_stack([by_name[m].val for m in members]), y[parts.val])
-        val = np.column_stack([by_name[m].val for m in members]) @ weights
         test = np.column_stack([by_name[m].test for m in members]) @ weights
-        ensemble = Run(
-            data.device, seed, "main", "", "ensemble", "ensemble+" + "+".join(members),
-            sum(by_name[m].fit_seconds for m in members), sum(by_name[m].predict_all_seconds for m in members),
-            sum(by_name[m].predict_test_seconds for m in members), val, test, regression_metrics(y[parts.test], test),
+        ensemble = dataclasses.replace(
+            by_name[members[0]], predictor="ensemble", chosen="ensemble+" + "+".join(members), metrics=regression_metrics(y[parts.test], test),
+            test=test, val=np.column_stack([by_name[m].val for m in members]) @ weights,
+            fit_seconds=sum(by_name[m].fit_seconds for m in members), predict_all_seconds=sum(by_name[m].predict_all_seconds for m in members),
+            predict_test_seconds=sum(by_name[m].predict_test_seconds for m in members),
         )
         runs.append(ensemble)
         by_name["ensemble"] = ensemble
     if not config.get("auto", True):  # a part reproducing a paper: its families are not leti's choice
         return runs
     best = by_name[pick(y[parts.val], {name: run.val for name, run in by_name.items()})]
-    runs.append(
-        Run(
-            data.device, seed, "main", "", "auto", best.predictor, sum(r.fit_seconds for r in runs), best.predict_all_seconds,
-            best.predict_test_seconds, best.val, best.test, best.metrics,
-        )
-    )
+    runs.append(dataclasses.replace(best, predictor="auto", chosen=best.predictor, fit_seconds=sum(r.fit_seconds for r in runs)))
     return runs
 
 
-def run_of(device: str, seed: int, study: str, setting: str, name: str, family: str, fitted: Fitted, measured: np.ndarray) -> Run:
-    return Run(
-        device, seed, study, setting, name, family, fitted.fit_seconds, fitted.predict_all_seconds,
-        fitted.predict_test_seconds, fitted.val, fitted.test, regression_metrics(measured, fitted.test),
-    )
-
-
 def study_runs(
-    data: evaluation.DeviceData, config: dict[str, Any], progress: Callable[[str], None],
+    data: reader.Cells, config: dict[str, Any], progress: Callable[[str], None],
     finished: Callable[[list[Run]], None] = lambda runs: None,
 ) -> list[Run]:
     """GCN ablations, training-set sizes and training batch sizes on one device, for each study seed.
@@ -152,12 +99,12 @@ def study_runs(
     base = by_name[config.get("study_predictor", "gcn")] if (config.get("ablations") or config.get("batch_sizes")) else None
     runs: list[Run] = []
     y = data.latency_ms
+    every_cell = spaces.get(SPACE).all_arch_strings()
 
     def add(study: str, setting: str, entry: Entry, params: dict[str, Any], train_size: int, seed: int) -> None:
         progress(f"{data.device} {study} {setting} {entry.name} seed {seed}")
         parts = evaluation.split(len(data.archs), train_size, config["val_size"], seed)
-        fitted = fit_one(entry.family, params, seed, data, parts)
-        runs.append(run_of(data.device, seed, study, setting, entry.name, entry.family, fitted, y[parts.test]))
+        runs.append(fit_run(data.device, entry.family, params, seed, data.archs, y, parts, every_cell, entry.name, study, setting))
         finished(runs)
 
     for seed in config.get("study_seeds") or config["seeds"][:1]:
@@ -175,53 +122,16 @@ def study_runs(
     return runs
 
 
-def results_frame(runs: Sequence[Run]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [
-            {
-                "device": r.device, "seed": r.seed, "study": r.study, "setting": r.setting, "predictor": r.predictor,
-                "chosen": r.chosen, "fit_seconds": r.fit_seconds, "predict_all_seconds": r.predict_all_seconds,
-                "predict_test_seconds": r.predict_test_seconds, "n_test": len(r.test), **r.metrics,
-            }
-            for r in runs
-        ]
-    )
-
-
-def mean_std(frame: pl.DataFrame, keys: Sequence[str], metrics: Sequence[str] = TABLE_METRICS) -> pl.DataFrame:
-    """Mean and (population) std over seeds of each metric, grouped by ``keys``."""
-    aggregations = [pl.len().alias("seeds")]
-    for metric in metrics:
-        aggregations += [pl.col(metric).mean().alias(metric), pl.col(metric).std(ddof=0).fill_null(0).alias(f"{metric}_std")]
-    return frame.group_by(keys, maintain_order=True).agg(aggregations)
-
-
-def _cell(row: dict[str, Any], metric: str) -> str:
-    digits = 3 if metric == "spearman" else 1
-    return f"{row[metric]:.{digits}f} ± {row[metric + '_std']:.{digits}f}"
-
-
 def main_table(results: pl.DataFrame) -> str:
     """Per device and predictor: acc@1/5/10 (%) and Spearman, mean ± std over seeds."""
-    table = mean_std(results.filter(pl.col("study") == "main"), ["device", "predictor"])
-    lines = ["| device | predictor | seeds | acc@1 % | acc@5 % | acc@10 % | Spearman |", "|---|---|---|---|---|---|---|"]
-    for row in table.iter_rows(named=True):
-        lines.append(f"| {row['device']} | {row['predictor']} | {row['seeds']} | " + " | ".join(_cell(row, m) for m in TABLE_METRICS) + " |")
-    return "\n".join(lines)
+    return markdown_table(results.filter(pl.col("study") == "main"), ["device", "predictor"])
 
 
 def study_table(results: pl.DataFrame, study: str, label: str) -> str:
     rows = results.filter(pl.col("study") == study)
     if not rows.height:
         return "_not run in this configuration_"
-    table = mean_std(rows, ["device", "setting", "predictor"], (*TABLE_METRICS, "fit_seconds"))
-    lines = [f"| device | {label} | predictor | acc@1 % | acc@5 % | acc@10 % | Spearman | fit s |", "|---|---|---|---|---|---|---|---|"]
-    for row in table.iter_rows(named=True):
-        lines.append(
-            f"| {row['device']} | {row['setting']} | {row['predictor']} | "
-            + " | ".join(_cell(row, m) for m in TABLE_METRICS) + f" | {row['fit_seconds']:.1f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(rows, ["device", "setting", "predictor"], (*TABLE_METRICS, "fit_seconds"), ["device", label, "predictor"])
 
 
 def targets(results: pl.DataFrame, resolution: dict[str, float], oracle: dict[str, float]) -> tuple[str, dict[str, Any]]:
@@ -256,22 +166,15 @@ def targets(results: pl.DataFrame, resolution: dict[str, float], oracle: dict[st
     return "\n".join(lines), summary
 
 
-def write_plots(runs: Sequence[Run], data: evaluation.DeviceData, config: dict[str, Any], out: Path) -> list[Path]:
-    """Predicted vs measured and error CDF on the first device and seed, plus the CSV for DVC's template."""
+def write_plots(runs: list[Run], device: str, config: dict[str, Any], out: Path) -> list[Path]:
+    """Predicted vs measured and error CDF on the first device and seed, plus a sample of them as the CSV for DVC's template."""
     seed = config["seeds"][0]
-    parts = evaluation.split(len(data.archs), config["train_size"], config["val_size"], seed)
-    archs = np.asarray(data.archs, dtype=object)[parts.test]
-    frames = [
-        pl.DataFrame({"arch": archs.tolist(), "predictor": r.predictor, "measured_ms": data.latency_ms[parts.test], "predicted_ms": r.test})
-        for r in runs
-        if r.study == "main" and r.device == data.device and r.seed == seed and r.predictor != "auto"
-    ]
-    test = pl.concat(frames)
+    test = test_frame([r for r in runs if r.study == "main" and r.device == device and r.seed == seed and r.predictor != "auto"])
     out.mkdir(parents=True, exist_ok=True)
-    test.write_csv(out / "test_predictions.csv")
+    plots.sample_rows(test, config.get("plot_sample", 500)).write_csv(out / "test_predictions.csv")
     return [
-        plots.predicted_vs_measured(test, out / "predicted_vs_measured.png", data.device),
-        plots.error_cdf(test, out / "error_cdf.png", f"relative error, {data.device}"),
+        plots.predicted_vs_measured(test, out / "predicted_vs_measured.png", device),
+        plots.error_cdf(test, out / "error_cdf.png", f"relative error, {device}"),
     ]
 
 
@@ -379,14 +282,14 @@ def published_section(results: pl.DataFrame, config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def op_count_oracle(data: evaluation.DeviceData, tolerance: float = 0.10) -> float:
+def op_count_oracle(data: reader.Cells, tolerance: float = 0.10) -> float:
     """Percent of cells within ``tolerance`` of the median latency of all cells with the same op counts.
 
     Cells with the same op multiset run the same kernels, only wired differently. Where that wiring
     barely matters (sequential execution on a CPU), the spread inside a group is measurement noise,
     and this oracle, which peeks at every cell including the test cells, shows the acc@k it allows.
     """
-    counts = [tuple(sorted(nb201.parse(arch))) for arch in data.archs]
+    counts = [spaces.get(SPACE).op_counts(arch) for arch in data.archs]
     frame = pl.DataFrame({"group": [str(c) for c in counts], "y": data.latency_ms})
     frame = frame.with_columns(pl.col("y").median().over("group").alias("oracle"))
     return float(100 * ((frame["oracle"] - frame["y"]).abs() / frame["y"] <= tolerance).mean())
@@ -401,7 +304,7 @@ def summary_json(summary: dict[str, Any]) -> str:
     return json.dumps(clean, indent=2) + "\n"
 
 
-def rounding_share(data: evaluation.DeviceData) -> float:
+def rounding_share(data: reader.Cells) -> float:
     """Share of cells whose whole-ms rounding (±0.5 ms) would exceed 1 %, if the device reports whole ms."""
     whole = np.allclose(data.latency_ms, np.round(data.latency_ms))
     return float(np.mean(data.latency_ms < 50.0)) if whole else 0.0
@@ -415,10 +318,11 @@ def run_report(store: Path, config: dict[str, Any], out: Path, log: Callable[[st
     runs: list[Run] = []
     excluded, resolution, oracle = {}, {}, {}
     bar = tqdm(total=len(config["devices"]) * len(config["seeds"]), desc="report", unit="device-seed")
-    first: evaluation.DeviceData | None = None
+    first: reader.Cells | None = None
+    policy = reader.ReadPolicy(duplicates="mean")
     for device in config["devices"]:
-        data = evaluation.load_device(store, device)
-        excluded[device], resolution[device] = data.excluded_no_path, rounding_share(data)
+        data = reader.read_cells(store, device, SPACE, policy)
+        excluded[device], resolution[device] = data.excluded_invalid, rounding_share(data)
         oracle[device] = op_count_oracle(data)
         first = first or data
         for seed in config["seeds"]:
@@ -426,7 +330,7 @@ def run_report(store: Path, config: dict[str, Any], out: Path, log: Callable[[st
             bar.update()
             results_frame(runs).write_csv(out / "results.csv")  # a kill keeps finished runs
     bar.close()
-    study_device = evaluation.load_device(store, config.get("study_device") or config["devices"][0])
+    study_device = reader.read_cells(store, config.get("study_device") or config["devices"][0], SPACE, policy)
     runs += study_runs(study_device, config, log, lambda done: results_frame(runs + done).write_csv(out / "results.csv"))
     results = results_frame(runs)
     results.write_csv(out / "results.csv")
@@ -435,5 +339,5 @@ def run_report(store: Path, config: dict[str, Any], out: Path, log: Callable[[st
     text, summary = markdown(results, config, excluded, resolution, oracle)
     (out / "report.md").write_text(text)
     (out / "summary.json").write_text(summary_json(summary))
-    write_plots(runs, first, config, out / "plots")
+    write_plots(runs, first.device, config, out / "plots")
     return summary

@@ -15,20 +15,22 @@ noise floor.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from leti import campaign, evaluation, params, predictors, spaces
-from leti.campaign import DeviceConfig
+from leti import spaces
+from leti.devices.config import DeviceConfig, device_from_params
+from leti.measure import campaign
 from leti.metrics import regression_metrics
+from leti.predictors import evaluation
+from leti.reports import plots
+from leti.reports.tables import TABLE_METRICS, Run, fit_run, markdown_table, results_frame, test_frame
+from leti.store import reader
 
-TABLE_METRICS = ("acc_1pct", "acc_5pct", "acc_10pct", "spearman")
 NOISE = "second pass (noise floor)"
 
 
@@ -40,7 +42,7 @@ def pass_store(store: Path, index: int) -> Path:
 def device_of(config: dict[str, Any], params_path: str | Path) -> DeviceConfig:
     """The device entry of ``config['device']`` measuring ``config['space']`` in ``config['network']``
     (``{}``: the benchmark's own network; absent: the pipeline's ``measure.networks`` setting)."""
-    return params.device(config["device"], params_path, config["space"], config.get("network"))
+    return device_from_params(config["device"], params_path, config["space"], config.get("network"))
 
 
 def sample(config: dict[str, Any]) -> list[str]:
@@ -63,12 +65,12 @@ def measure(config: dict[str, Any], params_path: str | Path, store: Path, progre
 
 def pass_latencies(store: Path, device: DeviceConfig, archs: list[str], statistic: str, passes: int) -> pl.DataFrame:
     """One row per cell measured successfully in every pass: ``arch`` and ``pass1`` ... ``passN``
-    (the statistic of each pass's row under the device's current configuration), sorted by arch."""
+    (the statistic of each pass's latest row under the device's current configuration), sorted by arch."""
+    policy = reader.ReadPolicy(statistic=statistic, configuration=device.config_id)
     frame = pl.DataFrame({"arch": sorted(set(archs))})
     for index in range(1, passes + 1):
-        rows = campaign.latency_table(pass_store(store, index), device.name, device.space.NAME)
-        rows = rows.filter(pl.col("config_id") == device.config_id).sort("measured_at").unique("arch", keep="last")
-        frame = frame.join(rows.select("arch", pl.col(statistic).alias(f"pass{index}")), on="arch", how="inner")
+        cells = reader.read_cells(pass_store(store, index), device.name, device.space.NAME, policy, archs)
+        frame = frame.join(pl.DataFrame({"arch": cells.archs, f"pass{index}": cells.latency_ms}), on="arch", how="inner")
     return frame.sort("arch")
 
 
@@ -85,54 +87,23 @@ def pass_agreement(cells: pl.DataFrame) -> dict[str, float]:
     }
 
 
-@dataclass
-class Run:
-    seed: int
-    predictor: str
-    metrics: dict[str, float]
-    fit_seconds: float | None
-    test_archs: list[str]
-    measured: np.ndarray
-    predicted: np.ndarray
-
-
-def runs_of_seed(cells: pl.DataFrame, config: dict[str, Any], seed: int, log: Callable[[str], None]) -> list[Run]:
+def runs_of_seed(cells: pl.DataFrame, config: dict[str, Any], device: str, seed: int, log: Callable[[str], None]) -> list[Run]:
     """The noise floor and every family on one split: train on the first pass, score on its test cells."""
     archs, first, second = cells["arch"].to_list(), cells["pass1"].to_numpy(), cells["pass2"].to_numpy()
     parts = evaluation.split(len(archs), config["train_size"], config["val_size"], seed)
     test_archs = [archs[i] for i in parts.test]
-    runs = [Run(seed, NOISE, regression_metrics(first[parts.test], second[parts.test]), None, test_archs,
+    runs = [Run(device, seed, NOISE, regression_metrics(first[parts.test], second[parts.test]), test_archs,
                 first[parts.test], second[parts.test])]
     for family, settings in config["predictors"].items():
-        params = predictors.with_defaults(family, settings or {}, {"seed": seed, "space": config["space"]})
-        started = time.perf_counter()
-        result = evaluation.evaluate(predictors.make_predictor(family, **params), archs, first, parts)
-        log(f"seed {seed} {family}: acc@10 {result.metrics['acc_10pct']:.1f} % in {time.perf_counter() - started:.0f} s")
-        metrics = {key: result.metrics[key] for key in ("acc_1pct", "acc_5pct", "acc_10pct", "rmse_ms", "mape", "spearman", "kendall")}
-        runs.append(Run(seed, family, metrics, float(result.metrics["fit_seconds"]), test_archs, first[parts.test],
-                        result.predicted["test"]))
+        run = fit_run(device, family, settings or {}, seed, archs, first, parts, supplied={"space": config["space"]})
+        log(f"seed {seed} {family}: acc@10 {run.metrics['acc_10pct']:.1f} % in {run.fit_seconds:.0f} s")
+        runs.append(run)
     return runs
 
 
-def results_frame(runs: list[Run]) -> pl.DataFrame:
-    return pl.DataFrame([
-        {"seed": r.seed, "predictor": r.predictor, "n_test": len(r.test_archs), "fit_seconds": r.fit_seconds, **r.metrics}
-        for r in runs
-    ])
-
-
 def table(results: pl.DataFrame) -> str:
-    """acc@1/5/10 (%) and Spearman per predictor, mean ± std over seeds, the noise floor first."""
-    aggregations = [pl.len().alias("seeds")]
-    for metric in TABLE_METRICS:
-        aggregations += [pl.col(metric).mean().alias(metric), pl.col(metric).std(ddof=0).fill_null(0).alias(f"{metric}_std")]
-    summary = results.group_by("predictor", maintain_order=True).agg(aggregations)
-    lines = ["| predictor | seeds | acc@1 % | acc@5 % | acc@10 % | Spearman |", "|---|---|---|---|---|---|"]
-    for row in summary.iter_rows(named=True):
-        cells = [f"{row[m]:.{3 if m == 'spearman' else 1}f} ± {row[m + '_std']:.{3 if m == 'spearman' else 1}f}" for m in TABLE_METRICS]
-        name = f"**{row['predictor']}**" if row["predictor"] == NOISE else row["predictor"]
-        lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """acc@1/5/10 (%) and Spearman per predictor, mean ± std over seeds, the noise floor in bold."""
+    return markdown_table(results, ["predictor"], emphasise=NOISE)
 
 
 def markdown(config: dict[str, Any], device: DeviceConfig, cells: pl.DataFrame, results: pl.DataFrame,
@@ -179,8 +150,6 @@ def run_report(config: dict[str, Any], params_path: str | Path, store: Path, out
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure (resuming), train and score, and write ``report.md``, ``results.csv``, ``summary.json``
     and plots to ``out``; returns the summary."""
-    from leti import plots
-
     if config["passes"] < 2:
         raise ValueError("measured report: `passes` must be at least 2 (the second pass is the noise floor)")
     measure(config, params_path, store, progress, log)
@@ -188,20 +157,17 @@ def run_report(config: dict[str, Any], params_path: str | Path, store: Path, out
     statistic = config.get("statistic", "min_ms")
     archs = sample(config)
     cells = pass_latencies(store, device, archs, statistic, config["passes"])
-    runs = [run for seed in config["seeds"] for run in runs_of_seed(cells, config, seed, log)]
+    runs = [run for seed in config["seeds"] for run in runs_of_seed(cells, config, device.name, seed, log)]
     results = results_frame(runs)
     agreement = {name: pass_agreement(pass_latencies(store, device, archs, name, 2)) for name in dict.fromkeys([statistic, "median_ms"])}
     out.mkdir(parents=True, exist_ok=True)
     results.write_csv(out / "results.csv")
     first_seed = [run for run in runs if run.seed == config["seeds"][0]]
-    test = pl.concat([
-        pl.DataFrame({"arch": r.test_archs, "predictor": r.predictor, "measured_ms": r.measured, "predicted_ms": r.predicted})
-        for r in first_seed
-    ])
+    test = test_frame(first_seed)
     title = f"{config['space']}, {device.name}"
     plots.predicted_vs_measured(test, out / "plots" / "predicted_vs_measured.png", title)
     plots.error_cdf(test, out / "plots" / "error_cdf.png", f"relative error, {title}")
-    rows = campaign.latency_table(pass_store(store, 1), device.name, device.space.NAME)
+    rows = reader.device_rows(pass_store(store, 1), device.name, device.space.NAME)
     environment = json.loads(rows["environment"][0]) if rows.height else {}
     host = f"{environment.get('cpu_model', '?')}, governor {environment.get('governor')}, torch {environment.get('torch')}"
     (out / "report.md").write_text(markdown(config, device, cells, results, agreement, host))

@@ -26,7 +26,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 
 from leti import spaces
 from leti.devices import Backend, make_backend
+from leti.threads import torch_threads
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,16 +55,10 @@ def artifact_path(backend: Backend, network: Any, batch: int, arch: str) -> Path
     return cache_dir() / "artifacts" / str(backend.artifact_format) / key[:2] / f"{key}.{backend.artifact_format}"
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
+def one_thread() -> contextlib.AbstractContextManager[None]:
     """Host work on one thread: two OpenMP threads on a busy 2-core machine wait on each other for
     whole scheduler slices (a NAS-Bench-201 forward pass took 1.3 s instead of 10 ms)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(1)
 
 
 def prepare_artifact(backend: Backend, network: Any, batch: int, arch: str) -> Path:
@@ -98,7 +92,7 @@ class Preparer:
         self.futures: dict[str, Future[Path]] = {}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")]))}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "leti.preparation"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            [sys.executable, "-m", "leti.measure.preparation"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
         config = {"backend": backend.name, "options": backend.options, "space": spaces.of_network(network).NAME,
                   "network": asdict(network), "batch": batch, "cpus": cpus}

@@ -1,10 +1,10 @@
-"""The investigation's numbers, as small pure functions over what ``leti.investigation.data`` loads.
+"""The investigation's numbers, as small pure functions over what ``leti.reports.investigation.data`` loads.
 
 Every figure here is computed from the stores; nothing is typed in. Fits follow the BRP-NAS split
 (``train_size`` / ``val_size`` cells drawn by seed, the rest tested; a device with fewer cells uses 60 %
 and 10 % of them) so the accuracies read like the predictor reports'. Cells are handled through their
 search space's interface (``leti.spaces``): FLOPs, op counts and, for the measured lookups, the
-space's operator decomposition (``leti.layerwise``).
+space's operator decomposition (``leti.measure.operators``).
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from scipy import stats
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-from leti import evaluation, layerwise
-from leti.investigation.data import CellDevice
+from leti import spaces
 from leti.metrics import regression_metrics
+from leti.predictors import evaluation
 from leti.predictors.flops import FlopsPredictor
-from leti.predictors.layerwise import LayerwisePredictor
+from leti.predictors.layerwise import LayerwisePredictor, predict_from_lookup
+from leti.reports.investigation.data import CellDevice
 from leti.spaces import SearchSpace
 from leti.spaces.base import OpInstance, count_flops
+
 OP_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("depthwise convolution", r"depthwise"),
     ("attention", r"attention|softmax"),
@@ -177,7 +179,7 @@ def mean_shares(archs: Sequence[str], cost: Callable[[OpInstance], float], space
     sums: dict[str, float] = {}
     for arch in archs:
         parts: dict[str, float] = {}
-        for instance, n in layerwise.network_ops(arch, config).items():
+        for instance, n in spaces.operators(space.NAME).network_ops(arch, config).items():
             parts[block(instance, space)] = parts.get(block(instance, space), 0.0) + n * cost(instance)
         total = sum(parts.values())
         for name, value in parts.items():
@@ -190,18 +192,18 @@ def instance_flops(instance: OpInstance, space: SearchSpace) -> int:
     """FLOPs of one operator instance, counted on the built module as the space counts a network's."""
     import torch
 
-    return count_flops(layerwise.build_op(instance, space.NAME).eval(), torch.randn(instance.input_shape(1)))
+    return count_flops(spaces.operators(space.NAME).build_op(instance).eval(), torch.randn(instance.input_shape(1)))
 
 
 def check_lookup(device: CellDevice, lookup: pl.DataFrame, space: SearchSpace) -> LookupCheck | None:
     """The measured lookup's prediction of every measured cell (nothing fitted); None when the table
     does not cover the cells' operators (another network configuration) or the space has no operator
     decomposition."""
-    if space.NAME not in layerwise.SPACES:
+    if space.NAME not in spaces.OPERATOR_DECOMPOSITIONS:
         return None
     latency = dict(zip(lookup["op_key"].to_list(), lookup["latency_ms"].to_list()))
     try:
-        predicted = layerwise.predict_from_lookup(device.archs, lookup.select("op_key", "latency_ms"), space.NetworkConfig())
+        predicted = predict_from_lookup(device.archs, lookup.select("op_key", "latency_ms"), space.NetworkConfig())
     except KeyError:
         return None
     return LookupCheck(

@@ -52,3 +52,13 @@ def error_cdf(predictions: pl.DataFrame, path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def sample_rows(predictions: pl.DataFrame, per_predictor: int, seed: int = 0) -> pl.DataFrame:
+    """At most ``per_predictor`` rows of each predictor, the same cells for every predictor (a seeded
+    choice of archs), for the CSVs DVC plots read: a cloud of a few hundred points shows the fit as
+    well as every test cell does, and keeps the committed file small."""
+    archs = predictions["arch"].unique().sort()
+    if archs.len() > per_predictor:
+        archs = archs.sample(per_predictor, seed=seed)
+    return predictions.filter(pl.col("arch").is_in(archs.to_list()))

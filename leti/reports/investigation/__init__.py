@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from leti import features, spaces, tables
-from leti.investigation import analysis, data, figures, report
+from leti import features, spaces
+from leti.reports.investigation import analysis, data, figures, report
+from leti.store import tables
 
 DEFAULTS = {"space": spaces.DEFAULT, "statistic": "min_ms", "train_size": 900, "val_size": 100, "seed": 0, "cluster_threshold": 0.9,
             "min_cells": 20, "min_common_cells": 50}

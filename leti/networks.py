@@ -1,49 +1,24 @@
-"""Named networks outside any search space, measured with the campaign's protocol and store.
+"""Named networks outside any search space: torchvision classifiers by builder name, ONNX files and
+``.tflite`` files, loaded with an example input, a digest and their FLOPs and parameters.
 
-A named model is a torchvision classifier by builder name (``resnet18``, ``mobilenet_v3_large``,
-randomly initialised: latency does not depend on the weights' values, and nothing is downloaded),
-an ONNX file or a ``.tflite`` file. It is timed on a device of ``params.yaml`` exactly as a cell
-is (the device's backend, timing protocol, locks and retries), and its rows go to a latency store
-(``<store>/<device>/model/part-*.parquet``, the ``LATENCY`` table) with ``space = "model"``, the model's
-name as ``arch``, its digest, FLOPs and parameters. A torchvision network runs on every backend
-(converted to ONNX or TFLite when the backend runs files); an ONNX file runs on backends that run
-ONNX (``onnxruntime-cpu``), a ``.tflite`` file on those that run TFLite (``tflite-cpu``,
-``android-adb``).
-
-Each model is measured ``passes`` times, the passes interleaved across models, so the store shows
-how much a model's latency moves between two measurements minutes apart (the pass-to-pass
-difference). The store is the resume point: a rerun measures only the passes still missing, and a
-row is written as soon as it is measured, so a stop loses at most the model in flight.
+A torchvision builder name gives a randomly initialised classifier (latency does not depend on the
+weights' values, and nothing is downloaded). ``leti measure-model`` times them
+(``leti.measure.named_models``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
-import logging
-import os
-import socket
-import tempfile
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 
-from leti import campaign, preparation, tables
-from leti.campaign import DeviceConfig
-from leti.devices import DeviceError, Timing, make_backend
-from leti.devices.base import Backend, Protocol, pinned
 from leti.spaces.base import count_flops, count_params
-
-log = logging.getLogger(__name__)
 
 SPACE = "model"
 """The ``space`` of a named model's rows (its ``arch`` is the model's name)."""
@@ -305,35 +280,6 @@ def tflite_costs(interpreter: Any) -> tuple[int, int]:
     return flops, int(sum(np.prod(t["shape"], dtype=np.int64) for t in constant))
 
 
-def check_backend(source: ModelSource, backend: Backend, device: str) -> None:
-    """A file runs only on a backend that runs its format; say which do."""
-    if source.kind == "torchvision" or backend.artifact_format == source.kind:
-        return
-    from leti.devices import BACKENDS
-
-    runners = sorted(name for name, cls in BACKENDS.items() if cls.artifact_format == source.kind)
-    raise ModelError(
-        f"{source.location}: a {source.kind} file cannot run on device {device!r} (backend {backend.name}); "
-        f"use a device whose backend runs {source.kind} files: {', '.join(runners)}"
-    )
-
-
-# --- the run ------------------------------------------------------------------------------------
-
-
-def with_batch(device: DeviceConfig, batch: int) -> DeviceConfig:
-    """``device`` with another batch size in its protocol."""
-    return dataclasses.replace(device, protocol=dataclasses.replace(device.protocol, batch=batch))
-
-
-def config_id(device: DeviceConfig, backend: Backend, example: torch.Tensor) -> str:
-    """Hash of what shapes a named model's timing besides the model itself: backend and options,
-    protocol, input shape and type (a cell's ``config_id`` hashes its network settings instead)."""
-    payload = {"space": SPACE, "backend": device.backend, "options": backend.config_options(), "protocol": asdict(device.protocol),
-               "input_shape": list(example.shape), "input_dtype": str(example.dtype)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def portable(network: torch.nn.Module) -> torch.nn.Module:
     """The network as a ``torch.fx`` graph of plain ``torch.nn`` modules, for the TFLite converter.
 
@@ -356,218 +302,3 @@ def portable(network: torch.nn.Module) -> torch.nn.Module:
     if "torchvision" in traced.code:
         raise ModelError("cannot hand the network to the TFLite converter: its traced graph still calls torchvision")
     return traced
-
-
-def artifact_path(backend: Backend, model: Model) -> Path:
-    """Where the converted file of a torchvision network lives in leti's artifact cache."""
-    payload = {"format": backend.artifact_format, "options": backend.artifact_options(), "model": model.digest,
-               "input_shape": list(model.example.shape), "versions": backend.artifact_versions()}
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-    return preparation.cache_dir() / "artifacts" / str(backend.artifact_format) / "models" / f"{model.source.name}-{key}.{backend.artifact_format}"
-
-
-def artifact(backend: Backend, model: Model, workdir: Path) -> Any:
-    """What the device runs: the file itself, the module, or the module converted (and cached)."""
-    if model.file is not None:
-        return model.file
-    assert model.network is not None
-    if backend.artifact_format is None:
-        return backend.prepare(model.network, model.example, workdir)
-    path = artifact_path(backend, model)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}{path.suffix}")
-    network = portable(model.network) if backend.artifact_format == "tflite" else model.network
-    try:
-        with preparation.one_thread():
-            backend.write_artifact(network, model.example, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
-def profile_ops(network: torch.nn.Module, example: torch.Tensor, threads: int, runs: int = 5) -> list[dict[str, Any]]:
-    """Per-operator self time of an eager PyTorch network, averaged over ``runs`` forward passes
-    under ``torch.profiler`` (after the timed runs, never during them), in the shape the op-profile
-    table takes: one row per ATen operator type, largest first."""
-    from torch.profiler import ProfilerActivity, profile
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode(), quiet_stderr():
-            network(example)
-            with profile(activities=[ProfilerActivity.CPU]) as profiler:
-                for _ in range(runs):
-                    network(example)
-    finally:
-        torch.set_num_threads(previous)
-    events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
-    total = sum(e.self_cpu_time_total for e in events)
-    rows = [
-        {"name": e.key, "node_type": e.key, "avg_ms": e.self_cpu_time_total / 1000 / runs, "first_ms": None,
-         "percent": 100 * e.self_cpu_time_total / total, "times_called": round(e.count / runs)}
-        for e in events
-    ]
-    return sorted(rows, key=lambda row: -row["avg_ms"])
-
-
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the block: torch's profiler (Kineto) writes
-    ``USDT: profiler_start`` lines straight to it, whatever ``KINETO_LOG_LEVEL`` says."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@dataclass
-class ModelResult:
-    """One measurement of one model, as ``leti measure-model`` prints it."""
-
-    model: str
-    device: str
-    pass_number: int
-    row: dict[str, Any] | None = None
-    error: str | None = None
-
-    def summary(self) -> dict[str, Any]:
-        row = self.row or {}
-        return {"model": self.model, "device": self.device, "pass": self.pass_number, "median_ms": row.get("median_ms"),
-                "min_ms": row.get("min_ms"), "cv": row.get("cv"), "flops": row.get("flops"), "params": row.get("params"),
-                "error": self.error}
-
-
-def existing_rows(store: Path, device: str) -> pl.DataFrame:
-    folder = campaign.device_dir(store, device)
-    if not folder.exists():
-        return tables.empty(tables.LATENCY)
-    return tables.read(folder, tables.LATENCY).filter(pl.col("space") == SPACE)
-
-
-def passes_done(rows: pl.DataFrame, name: str, config: str, digest: str) -> tuple[int, bool]:
-    """Successful rows of this model under this configuration, and whether it failed before."""
-    mine = rows.filter((pl.col("arch") == name) & (pl.col("config_id") == config) & (pl.col("model_digest") == digest))
-    return mine.filter(pl.col("error").is_null()).height, mine.filter(pl.col("error").is_not_null()).height > 0
-
-
-def measure_models(
-    sources: Sequence[ModelSource],
-    device: DeviceConfig,
-    store: Path,
-    input_shape: Sequence[int] | None = None,
-    passes: int = 1,
-    retry_errors: bool = False,
-    op_profile: bool = False,
-    op_profile_store: Path | None = None,
-    retries: int = 3,
-    backoff_seconds: float = 2.0,
-    progress: bool = True,
-    on_result: Callable[[ModelResult], None] | None = None,
-) -> list[ModelResult]:
-    """Measure every model ``passes`` times on ``device`` (the passes that the store lacks).
-
-    ``op_profile`` adds, for eager PyTorch backends, a ``torch.profiler`` pass after each model's
-    timed runs; a phone's ``op_profiling`` option gives ``benchmark_model``'s per-op table instead.
-    Per-op rows go to ``op_profile_store`` (default: ``op_profiles`` beside the store).
-    """
-    from tqdm import tqdm
-
-    if passes < 1:
-        raise ValueError(f"passes must be >= 1, got {passes}")
-    store = Path(store)
-    backend = make_backend(device.backend, device.options)
-    names = [source.name for source in sources]
-    if len(set(names)) != len(names):
-        raise ModelError(f"two models are both named {next(n for n in names if names.count(n) > 1)!r}; rename one")
-    for source in sources:
-        check_backend(source, backend, device.name)
-    folder = str(campaign.device_dir(store, device.name).resolve())
-    store_lock = campaign.device_lock(f"store-{hashlib.sha256(folder.encode()).hexdigest()[:16]}")
-
-    def device_turn() -> contextlib.AbstractContextManager[None]:
-        return campaign.device_lock(backend.resource())
-
-    # As in a campaign: a backend timing on this CPU holds the CPU for the whole run (building and
-    # converting a network would disturb another campaign's timings); a phone or GPU only while it runs.
-    host_turn = device_turn if backend.times_on_host else contextlib.nullcontext
-    run_turn = contextlib.nullcontext if backend.times_on_host else device_turn
-    results: list[ModelResult] = []
-    rows_dir = campaign.space_dir(store, device.name, SPACE)  # where write_part puts rows whose space is SPACE
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    with store_lock, host_turn(), tempfile.TemporaryDirectory(prefix=f"leti-models-{device.name}-") as workdir:
-        campaign.remove_stale_temp_files(rows_dir)
-        models = [load(source, device.protocol.batch, input_shape) for source in sources]
-        configs = {model.source.name: config_id(device, backend, model.example) for model in models}
-        rows = existing_rows(store, device.name)
-        plan = []
-        for index in range(passes):
-            for model in models:
-                done, failed = passes_done(rows, model.source.name, configs[model.source.name], model.digest)
-                if done <= index and (retry_errors or not failed):
-                    plan.append((index, model))
-        if not plan:
-            return results
-        with run_turn():
-            campaign.with_device_retries(backend.check, device.name, retries, backoff_seconds)
-            environment = campaign.with_device_retries(backend.environment, device.name, retries, backoff_seconds)
-        with pinned(device.protocol.pin_cpus), tqdm(total=len(plan), desc=f"measure-model {device.name}", unit="model",
-                                                    disable=not progress) as bar:
-            for index, model in plan:
-                bar.set_postfix_str(model.source.name)
-                row, profile = campaign.with_device_retries(
-                    lambda model=model: measure_one(backend, device, model, configs[model.source.name], environment,
-                                                    Path(workdir), run_turn, op_profile),
-                    device.name, retries, backoff_seconds,
-                )
-                campaign.write_part([row], store, device.name)
-                if profile:
-                    campaign.write_part(profile, op_profile_store or campaign.default_op_profile_store(store), device.name,
-                                        tables.OP_PROFILE)
-                result = ModelResult(model.source.name, device.name, index + 1, row, row["error"])
-                results.append(result)
-                if on_result:
-                    on_result(result)
-                bar.update()
-    return results
-
-
-def measure_one(
-    backend: Backend, device: DeviceConfig, model: Model, config: str, environment: dict[str, Any], workdir: Path,
-    run_turn: Callable[[], contextlib.AbstractContextManager[Any]], op_profile: bool,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One latency row (an error row when the model fails to convert or run) and its per-op rows."""
-    protocol: Protocol = device.protocol
-    row: dict[str, Any] = {
-        "space": SPACE, "arch": model.source.name, "device": device.name, "backend": device.backend, "source": "leti",
-        "config_id": config, "batch": int(model.example.shape[0]), "input_shape": list(model.example.shape),
-        "threads": protocol.threads, "cpu_affinity": backend.cpu_affinity(), "warmup_runs": protocol.warmup_runs,
-        "warmup_seconds": protocol.warmup_seconds, "runs": protocol.runs, "measured_at": datetime.now(timezone.utc),
-        "host": socket.gethostname(), "model_digest": model.digest, "flops": model.flops, "params": model.params,
-        "environment": json.dumps({**environment, "model": model.details}, sort_keys=True, default=str),
-    }
-    try:
-        prepared = artifact(backend, model, workdir)
-        with run_turn():
-            row["measured_at"] = datetime.now(timezone.utc)
-            raw = backend.run(prepared, model.example, protocol)
-        timing: Timing = backend.parse(raw)
-        ops = timing.op_profile
-        if op_profile and ops is None and isinstance(prepared, torch.nn.Module):
-            ops = profile_ops(prepared, model.example, protocol.threads)
-    except DeviceError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a model-side failure is recorded, not fatal
-        log.warning("%s on %s failed: %s", model.source.name, device.name, error)
-        return {**row, "samples_ms": [], "error": f"{type(error).__name__}: {error}"}, []
-    if timing.device_state:
-        row["environment"] = json.dumps({**environment, "model": model.details, "run": timing.device_state}, sort_keys=True, default=str)
-    row = {**row, "samples_ms": timing.samples_ms, "error": None, **asdict(timing.summary(protocol.cv_threshold))}
-    return row, campaign.op_profile_rows(row, dataclasses.replace(timing, op_profile=ops))

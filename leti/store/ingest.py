@@ -22,8 +22,9 @@ from pathlib import Path
 
 import polars as pl
 
-from leti import spaces, tables
+from leti import spaces
 from leti.spaces import nb201  # LatBench keys its cells by NB201 op-index vectors (nb201.from_op_indices)
+from leti.store import tables
 
 BACKEND = "published"
 HELP_URL = "https://raw.githubusercontent.com/HayeonLee/HELP/main/data/nasbench201"

@@ -16,9 +16,9 @@ import polars as pl  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
-from leti.investigation import analysis  # noqa: E402
-from leti.investigation.analysis import CrossDevice, DeviceFit, LookupCheck  # noqa: E402
-from leti.investigation.data import KIND_ORDER, CellDevice  # noqa: E402
+from leti.reports.investigation import analysis  # noqa: E402
+from leti.reports.investigation.analysis import CrossDevice, DeviceFit, LookupCheck  # noqa: E402
+from leti.reports.investigation.data import KIND_ORDER  # noqa: E402
 
 DPI = 120
 PALETTE = dict(zip(KIND_ORDER, ["#1f77b4", "#17becf", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e", "#8c564b", "#000000",

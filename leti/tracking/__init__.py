@@ -1,5 +1,9 @@
 """MLflow tracking, with tags that tie each run to the exact data it was trained on.
 
+The package holds every MLflow call leti makes: this module the store, experiments, data tags and
+the logging of a stage's run; ``training`` the runs of a ``train`` invocation; ``registry`` the
+champion; ``pyfunc`` the logged model.
+
 The store defaults to SQLite inside the project (``mlflow.db``, artifacts in ``mlartifacts/``);
 ``MLFLOW_TRACKING_URI`` points runs (and the model registry) at a team server instead. The project
 is the current directory, which is the repository root whenever DVC runs a stage.
@@ -12,6 +16,7 @@ run, whatever state the committed ``dvc.lock`` was in.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -125,3 +130,41 @@ def data_tags(data_paths: dict[str, str], root: Path | None = None) -> dict[str,
         tags[f"data.{name}.path"] = str(path)
         tags[f"data.{name}.dvc_md5"] = dvc_md5(path, root)
     return tags
+
+
+def flat_params(values: dict[str, Any]) -> dict[str, str]:
+    """MLflow params are strings: JSON for lists and dicts so they read back as written."""
+    return {key: json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else str(value) for key, value in values.items()}
+
+
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested numbers as MLflow metric keys (``flops_spearman.gold_6240``); MLflow allows letters,
+    digits, ``_-./`` and spaces, so ``@`` becomes ``_``. Strings and other values are left out."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}".replace("@", "_")
+        if isinstance(value, dict):
+            flat.update(flat_metrics(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def log_stage_run(
+    experiment: str, run_name: str, inputs: dict[str, str], params: dict[str, Any], metrics: dict[str, Any],
+    artifacts: dict[Path, str],
+) -> str:
+    """One run of a report stage: its inputs' data tags, its params and metrics (flattened), and its
+    files (local file or folder -> artifact folder). Returns the run id."""
+    import mlflow
+
+    setup(experiment)
+    with mlflow.start_run(run_name=run_name, tags=data_tags(inputs)) as run:
+        mlflow.log_params(flat_params(params))
+        mlflow.log_metrics(flat_metrics(metrics))
+        for path, folder in artifacts.items():
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), folder)
+            else:
+                mlflow.log_artifact(str(path), folder)
+    return run.info.run_id

@@ -37,10 +37,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 
-from leti.retries import retry_only_on
+from leti.errors import DEVICE_LOST
+from leti.orchestration.retries import retry_only_on
 
 METRICS_ARTIFACT = "pipeline-metrics"
-DEVICE_LOST = os.EX_TEMPFAIL
 """Exit status of a stage command whose device dropped out: worth retrying, unlike any other."""
 
 

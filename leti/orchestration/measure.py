@@ -1,9 +1,11 @@
 """Prefect flow: a measurement campaign over several devices, one task per (device, chunk).
 
-Chunks of devices on different hardware run side by side; chunks of one device (or of two devices
-sharing hardware, such as torch-cpu and onnxruntime-cpu on this CPU) never overlap because each
-takes the resource's file lock (``campaign.device_lock``), which holds across threads, processes
-and Dask workers alike and needs no Prefect server (a tag concurrency limit would). A chunk that
+Each task claims the next chunk of cells its device still lacks (``campaign.measure_next_chunk``),
+so the flow's tasks, and another campaign on the same store, share the work without measuring a
+cell twice. Chunks of devices on different hardware run side by side; chunks of one device (or of
+two devices sharing hardware, such as torch-cpu and onnxruntime-cpu on this CPU) never overlap
+because each takes the resource's file lock (``leti.measure.session``), which holds across threads,
+processes and Dask workers alike and needs no Prefect server (a tag concurrency limit would). A chunk that
 hits a ``DeviceError`` after its in-chunk retries is retried by Prefect with a delay; a device
 that stays gone is reported in the summary artifact and in the flow's final error, after every
 other device has finished. The flow lives in the ``leti`` package so Dask workers can import it;
@@ -20,35 +22,40 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import task_run as current_task_run
 
-from leti import campaign, params, spaces, tables
-from leti.campaign import DeviceConfig
-from leti.devices import DeviceError
-from leti.retries import retry_only_on
+from leti import params, spaces
+from leti.devices.config import DeviceConfig, device_from_params
+from leti.errors import DeviceError
+from leti.measure import campaign
+from leti.orchestration.retries import retry_only_on
+from leti.store import tables
 
 SUMMARY_ARTIFACT = "measure-summary"
 
 
 @task(retry_condition_fn=retry_only_on(DeviceError))  # a bad model already became an error row
 def measure_chunk_task(
-    archs: list[str], device: DeviceConfig, store: str, index: int, chunks: int,
-    device_retries: int, backoff_seconds: float, prefetch: list[str] | None = None, op_profile_store: str | None = None,
+    archs: list[str], device: DeviceConfig, store: str, index: int, chunks: int, part_size: int, retry_errors: bool,
+    device_retries: int, backoff_seconds: float, op_profile_store: str | None = None,
 ) -> dict[str, Any]:
-    """Measure one chunk under the device lock and write it as one Parquet part; ``prefetch`` (the
-    next chunk) is converted ahead while this one is timed."""
-    result = campaign.measure_chunk(
-        archs, device, Path(store), retries=device_retries, backoff_seconds=backoff_seconds, prefetch=prefetch or [],
+    """Claim the next chunk of ``archs`` the store lacks, measure it under the device lock and write
+    it as one Parquet part (the chunk after it is converted ahead while it is timed)."""
+    result = campaign.measure_next_chunk(
+        archs, device, Path(store), part_size, retry_errors, device_retries, backoff_seconds,
         op_profile_store=Path(op_profile_store) if op_profile_store else None,
     )
-    failed = sum(row["error"] is not None for row in result.rows)
+    if result is None:  # another task or campaign measured the rest
+        get_run_logger().info("%s: chunk %d/%d: nothing left to claim", device.name, index + 1, chunks)
+        return {"device": device.name, "cells": 0, "failed": 0, "timed_seconds": 0.0, "device_seconds": 0.0, "op_profiles": 0,
+                "started": None, "finished": None, "attempt": current_task_run.run_count}
     get_run_logger().info(
         "%s: chunk %d/%d done: %d cells, %d failed, %.1f s", device.name, index + 1, chunks,
-        len(result.rows), failed, result.finished - result.started,
+        len(result.rows), result.failed, result.finished - result.started,
     )
     return {
         "device": device.name,
         "cells": len(result.rows),
-        "failed": failed,
-        "timed_seconds": sum(campaign.timed_seconds(row) for row in result.rows),
+        "failed": result.failed,
+        "timed_seconds": result.timed_seconds,
         "device_seconds": result.device_seconds,
         "op_profiles": result.op_profiles,
         "started": result.started,
@@ -67,7 +74,7 @@ def summary_rows(devices: list[DeviceConfig], todo: dict[str, list[str]], reques
         space = device.space.NAME
         timed = sum(chunk["timed_seconds"] for chunk in mine)
         running = sum(chunk["device_seconds"] for chunk in mine)
-        busy = sum(chunk["finished"] - chunk["started"] for chunk in mine)
+        busy = sum(chunk["finished"] - chunk["started"] for chunk in mine if chunk["started"] is not None)
         rows.append({
             "device": device.name,
             "space": space,
@@ -107,21 +114,20 @@ def measure_devices(
     beside ``store``)."""
     logger = get_run_logger()
     start = time.monotonic()
-    configs = [params.device(name, params_path, space) for name in devices]
+    configs = [device_from_params(name, params_path, space) for name in devices]
     todo = {device.name: campaign.pending(archs, device, Path(store), retry_errors) for device in configs}
     futures = []
     for device in configs:
-        chunks = list(campaign.chunked(todo[device.name], chunk_size))
+        chunks = -(-len(todo[device.name]) // chunk_size)
         logger.info("%s: %d of %d %s cells to measure in %d chunks", device.name, len(todo[device.name]), len(set(archs)),
-                    space, len(chunks))
-        for index, chunk in enumerate(chunks):
+                    space, chunks)
+        for index in range(chunks):
             chunk_task = measure_chunk_task.with_options(
                 task_run_name=f"{device.name}-chunk-{index + 1}", retries=task_retries, retry_delay_seconds=retry_delay_seconds
             )
-            upcoming = chunks[index + 1] if index + 1 < len(chunks) else []
             futures.append(
-                (device.name, chunk_task.submit(chunk, device, store, index, len(chunks), device_retries, backoff_seconds,
-                                                upcoming, op_profile_store))
+                (device.name, chunk_task.submit(archs, device, store, index, chunks, chunk_size, retry_errors, device_retries,
+                                                backoff_seconds, op_profile_store))
             )
     records, failures = [], {}
     for name, future in futures:
@@ -167,7 +173,7 @@ def run_measure(devices: list[str], archs: list[str], runner: str = "default", w
     """Run the flow with the chosen task runner, after checking every device name and backend
     (so a typo fails in a second with the name, not after a Prefect server start)."""
     for name in devices:
-        params.device(name, options.get("params_path", "params.yaml"), options.get("space", spaces.DEFAULT))
+        device_from_params(name, options.get("params_path", "params.yaml"), options.get("space", spaces.DEFAULT))
     chosen = task_runner(runner, workers, address)
     measure = measure_devices.with_options(task_runner=chosen) if chosen else measure_devices
     return measure(devices=devices, archs=archs, **options)

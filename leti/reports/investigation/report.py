@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leti.investigation import analysis, data
-from leti.investigation.analysis import CrossDevice, DeviceFit, LookupCheck
-from leti.investigation.data import CellDevice
+from leti.reports.investigation import analysis, data
+from leti.reports.investigation.analysis import CrossDevice, DeviceFit, LookupCheck
+from leti.reports.investigation.data import CellDevice
 from leti.spaces import SearchSpace
 
 

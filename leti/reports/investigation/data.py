@@ -12,7 +12,6 @@ value otherwise.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from leti import tables
 from leti.spaces import SearchSpace
+from leti.store import reader, tables
 
 PUBLISHED = "published"
 LATBENCH_NAME = re.compile(r"^(?P<where>mobile|desktop|embedded)-(?P<unit>gpu|cpu|dsp)-(?P<chip>.+)-(?P<precision>fp32|fp16|int8)$")
@@ -69,7 +68,7 @@ def short_name(name: str, source: str) -> str:
     return f"{prefix} {name}"
 
 
-def device_kind(name: str, source: str, backend: str, environment: str | None = None) -> str:
+def device_kind(name: str, backend: str, environment: str | None = None) -> str:
     """What kind of processor a device is, from its name (published) or its backend (leti's own)."""
     if backend != PUBLISHED:
         if backend == "android-adb":
@@ -93,41 +92,19 @@ def space_title(space: SearchSpace) -> str:
     return SPACE_TITLES.get(space.NAME, space.NAME)
 
 
-@functools.lru_cache(maxsize=None)
-def is_valid(space: SearchSpace, arch: str) -> bool:
-    return space.is_valid(arch)
-
-
-def store_devices(store: Path) -> list[str]:
-    """Device folders of a store that hold any part, in either layout."""
-    return sorted(p.name for p in Path(store).iterdir() if p.is_dir() and any(p.rglob("*.parquet"))) if Path(store).is_dir() else []
-
-
-def newest_config(rows: pl.DataFrame) -> str:
-    """The configuration of the newest row (published rows carry no time: their only configuration)."""
-    ordered = rows.sort("measured_at", nulls_last=False)
-    return str(ordered["config_id"][-1])
-
-
 def load_cells(store: Path, device: str, statistic: str, space: SearchSpace) -> CellDevice | None:
-    """A device's valid cells of ``space`` under its newest configuration, or None when it has none."""
-    rows = tables.read(Path(store) / device, tables.LATENCY).filter(
-        pl.col("error").is_null() & (pl.col("space") == space.NAME) & (pl.col("device") == device)
-    )
-    if rows.is_empty():
+    """A device's valid cells of ``space`` under its newest configuration, or None when it has none.
+
+    A tool that reports no such statistic (``benchmark_model`` prints no median) gives its mean."""
+    try:
+        cells = reader.read_cells(store, device, space.NAME, reader.ReadPolicy(statistic, reader.NEWEST, fallback="mean_ms"))
+    except (KeyError, ValueError):  # no rows of the space, or none valid: not a device of this study
         return None
-    config = newest_config(rows)
-    rows = rows.filter(pl.col("config_id") == config)
-    rows = rows.filter(pl.col("arch").map_elements(lambda arch: is_valid(space, arch), return_dtype=pl.Boolean))
-    if rows.is_empty():
-        return None
-    column = statistic if rows[statistic].null_count() < rows.height else "mean_ms"  # a tool without samples: its mean
-    latest = rows.sort("measured_at", nulls_last=False).unique("arch", keep="last").sort("arch")
-    first = rows.row(0, named=True)
+    first = cells.rows.row(0, named=True)
     return CellDevice(
         name=device, source=first["source"], backend=first["backend"],
-        kind=device_kind(device, first["source"], first["backend"], first["environment"]), config_id=config,
-        archs=latest["arch"].to_list(), latency_ms=latest[column].to_numpy().astype(float), rows=rows,
+        kind=device_kind(device, first["backend"], first["environment"]), config_id=cells.config_id,
+        archs=cells.archs, latency_ms=cells.latency_ms, rows=cells.rows,
     )
 
 
@@ -135,7 +112,7 @@ def load_cell_devices(stores: list[Path], statistic: str, min_cells: int, space:
     """Every device with at least ``min_cells`` valid cells of ``space`` in any of the stores, in store order."""
     found = []
     for store in stores:
-        for device in store_devices(store):
+        for device in reader.store_devices(store):
             loaded = load_cells(store, device, statistic, space)
             if loaded is not None and len(loaded.archs) >= min_cells:
                 found.append(loaded)
@@ -144,11 +121,9 @@ def load_cell_devices(stores: list[Path], statistic: str, min_cells: int, space:
 
 def load_models(store: Path) -> pl.DataFrame:
     """Every named-model row (``leti measure-model``) of a store, successful ones only."""
-    frames = [tables.read(Path(store) / device, tables.LATENCY) for device in store_devices(store)]
-    if not frames:
-        return tables.empty(tables.LATENCY)
-    rows = pl.concat(frames, how="vertical")
-    return rows.filter(pl.col("error").is_null() & (pl.col("space") == "model"))
+    frames = [reader.device_rows(store, device) for device in reader.store_devices(store)]
+    rows = pl.concat(frames, how="vertical") if frames else tables.empty(tables.LATENCY)
+    return rows.filter(pl.col("space") == "model")
 
 
 def load_op_profiles(stores: list[Path]) -> pl.DataFrame:
@@ -161,12 +136,9 @@ def load_op_profiles(stores: list[Path]) -> pl.DataFrame:
 def load_op_lookups(store: Path, statistic: str) -> dict[str, pl.DataFrame]:
     """Device -> its measured per-op lookup (``op_key``, ``op``, ``latency_ms``), newest configuration."""
     lookups = {}
-    for device in store_devices(store):
-        rows = tables.read(Path(store) / device, tables.OP_LATENCY).filter(pl.col("error").is_null())
-        if rows.is_empty():
+    for device in reader.store_devices(store):
+        try:
+            lookups[device] = reader.read_op_lookup(Path(store) / device, statistic, reader.NEWEST)
+        except ValueError:  # no operator measured successfully
             continue
-        rows = rows.filter(pl.col("config_id") == newest_config(rows))
-        lookups[device] = (
-            rows.sort("measured_at").unique("op_key", keep="last").select("op_key", "op", pl.col(statistic).alias("latency_ms"))
-        )
     return lookups

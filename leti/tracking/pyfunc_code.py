@@ -1,11 +1,11 @@
 """The code file MLflow logs with every leti model (models from code, no pickle): it names the model.
 
 MLflow runs this file when it loads the model, after putting the model's copy of ``leti`` on the
-path; see ``leti.mlflow_model``.
+path; see ``leti.tracking.pyfunc``.
 """
 
 import mlflow.models
 
-from leti.mlflow_model import PredictorModel
+from leti.tracking.pyfunc import PredictorModel
 
 mlflow.models.set_model(PredictorModel())

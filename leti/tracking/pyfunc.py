@@ -5,7 +5,7 @@ the packages that code imports to predict, at the versions leti declares (``pypr
 ``mlflow models serve --env-manager local`` and ``pip install -r requirements.txt`` then work from
 the model alone. The model's metadata says what it answers: space, device, measurement
 configuration, latency statistic and feature schema. The model is logged from code
-(``leti/mlflow_code.py``), not pickled, so loading it runs leti's code rather than unpickling bytes.
+(``leti/tracking/pyfunc_code.py``), not pickled, so loading it runs leti's code rather than unpickling bytes.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def pip_requirements() -> list[str]:
 
 def leti_code(destination: Path) -> Path:
     """A copy of the ``leti`` package without bytecode caches, for ``code_paths``."""
-    source = Path(__file__).resolve().parent
+    source = Path(__file__).resolve().parents[1]
     return Path(shutil.copytree(source, destination / "leti", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")))
 
 
@@ -73,7 +73,7 @@ def log_predictor(folder: Path, name: str, example_archs: list[str], metadata: d
     with tempfile.TemporaryDirectory(prefix="leti-code-") as scratch:
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=str(Path(__file__).with_name("mlflow_code.py")),
+            python_model=str(Path(__file__).with_name("pyfunc_code.py")),
             artifacts={"predictor": str(folder)},
             code_paths=[str(leti_code(Path(scratch)))],
             pip_requirements=pip_requirements(),
