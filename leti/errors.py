@@ -3,7 +3,7 @@
 Bad input (a malformed arch, an unknown device, a corrupt Parquet file, a missing params section) and
 a lost device are the user's to fix, not leti's bugs: they end a command with one line naming the
 input, never a traceback. A lost device exits with ``EX_TEMPFAIL`` (75), which the pipeline flow
-retries; bad input with 2.
+retries; bad input with 2; any other failure a command names (a pipeline stage that failed) with 1.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 DEVICE_LOST = os.EX_TEMPFAIL
 BAD_INPUT = 2
+FAILED = 1
 
 
 class DeviceError(RuntimeError):
@@ -36,7 +37,9 @@ def message(error: BaseException) -> str:
 def report(prog: str, error: BaseException) -> int:
     """Print ``PROG: error: MESSAGE`` on stderr; the exit code for the kind of error."""
     print(f"{prog}: error: {message(error)}", file=sys.stderr)
-    return DEVICE_LOST if isinstance(error, DeviceError) else BAD_INPUT
+    if isinstance(error, DeviceError):
+        return DEVICE_LOST
+    return BAD_INPUT if isinstance(error, USER_ERRORS) else FAILED
 
 
 def stage_main(prog: str, main: Callable[[], object], also: tuple[type[BaseException], ...] = ()) -> None:

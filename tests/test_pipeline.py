@@ -23,8 +23,9 @@ MODEL = "leti-nb201-torch-cpu"
 GOOD = ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|",
         "|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"]
 INPUTS = {"latency": "data/latency/torch-cpu/nb201", "op_latency": "data/op_latency/torch-cpu",
-          "architectures": "data/architectures/nb201.parquet", "features": "data/features/nb201.parquet",
-          "graphs": "data/graphs/nb201.parquet"}
+          "architectures": "data/architectures/nb201.parquet"}
+TRAIN = [sys.executable, "stages/train.py", "--space", "nb201", "--store", "data/latency", "--op-latency", "data/op_latency",
+         "--architectures", "data/architectures/nb201.parquet"]  # train@nb201's command, less its outputs
 MODELS = Path("models") / "nb201" / "torch-cpu"  # train@nb201's --models for spaces.nb201.device
 TRAINED = "evaluate@nb201"  # the stage at the end of torch-cpu's NB201 chain
 
@@ -211,7 +212,7 @@ def test_training_again_without_change_registers_nothing(repo: Path, tmp_path: P
     """After the tests above: it adds runs to the shared repository's MLflow store."""
     store = client(repo)
     before = store.search_model_versions(f"name='{MODEL}'")
-    result = run([sys.executable, "stages/train.py", "--models", str(tmp_path / "models"),
+    result = run([*TRAIN, "--models", str(tmp_path / "models"),
                   "--predictions", str(tmp_path / "predictions.parquet")], repo, e2e_home)
     assert "does not beat champion" in result.stdout
     assert len(store.search_model_versions(f"name='{MODEL}'")) == len(before)
@@ -262,7 +263,7 @@ def test_training_against_a_tracking_server(repo: Path, tmp_path: Path, e2e_home
                "--workers", "1"]
     base = f"http://127.0.0.1:{port}"
     with serving(command, repo, e2e_home, f"{base}/health", tmp_path / "server.log"):
-        run([sys.executable, "stages/train.py", "--models", str(tmp_path / "models"),
+        run([*TRAIN, "--models", str(tmp_path / "models"),
              "--predictions", str(tmp_path / "predictions.parquet")], repo, e2e_home, MLFLOW_TRACKING_URI=base)
         experiment = http_json(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
         runs = http_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]

@@ -14,6 +14,7 @@ module only names and stacks them:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -59,9 +60,13 @@ def names(feature_set: str, space: str = spaces.DEFAULT) -> list[str]:
     return _lookup(feature_set)[1](space)
 
 
+@lru_cache(maxsize=400_000)
 def vector(arch: str, feature_set: str, space: str = spaces.DEFAULT) -> np.ndarray:
-    """Always computed from the live code, so a model trains and serves on the same features."""
-    return _lookup(feature_set)[0](arch, space)
+    """Always computed from the live code, so a model trains and serves on the same features;
+    remembered per process (read-only), since reports featurize the same cells for every device."""
+    values = _lookup(feature_set)[0](arch, space)
+    values.flags.writeable = False
+    return values
 
 
 def matrix(archs: Sequence[str], feature_set: str, space: str = spaces.DEFAULT) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from leti import features, spaces
+from leti import spaces
 from leti.reports.investigation import analysis, data, figures, report
 from leti.store import tables
 
@@ -32,7 +32,6 @@ def investigate(
     statistic, space = config["statistic"], spaces.get(config["space"])
     devices = data.load_cell_devices([Path(s) for s in cell_stores], statistic, config["min_cells"], space)
     cells = sorted({arch for device in devices for arch in device.archs})
-    features.preload(features.table(cells, ["counts"], space.NAME))  # the per-op fits' regressors, once
     log(f"investigate: {len(devices)} devices with {space.NAME} cells")
     fits = [analysis.fit_device(d, space, config["train_size"], config["val_size"], config["seed"]) for d in devices]
     lookup_tables = data.load_op_lookups(op_latency_store, statistic) if op_latency_store and op_latency_store.is_dir() else {}
