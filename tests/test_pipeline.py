@@ -2,18 +2,20 @@
 ``tiny_repo``), then what it leaves behind: lineage, MLflow runs, the registry, `leti predict`, serving."""
 
 import json
+import re
 import shutil
 import sys
 import tomllib
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import polars as pl
 import pytest
 import yaml
 from pipeline_helpers import ROOT, declared_outputs, free_port, repro_targets, run, serving
 
-from leti import predictors
+from leti import predictors, spaces
 from leti.store import tables
 
 pytestmark = pytest.mark.slow
@@ -317,3 +319,32 @@ def test_nothing_lands_in_the_home_directory(repo: Path, e2e_home: Path) -> None
     assert (repo / "mlflow.db").exists()
     status = run(["git", "status", "--porcelain", "--untracked-files=all"], repo, e2e_home).stdout
     assert ".prefect" not in status and ".cache" not in status and "mlflow.db" not in status
+
+
+def test_the_readme_python_api_example_runs_against_the_champion(repo: Path, e2e_home: Path) -> None:
+    """The README's random search, as written, with the budget set to what the tiny test network takes."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Python API for NAS code"):]
+    example = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    assert "leti.load_predictor(\"torch-cpu\")" in example and len(example.strip().splitlines()) <= 12
+    champion = predictors.load(repo / MODELS / client(repo).get_run(
+        client(repo).get_model_version_by_alias(MODEL, "champion").run_id).data.tags["family"])
+    budget = float(np.median(champion.predict(spaces.get("nb201").sample_valid(1000, seed=0))))
+    script = example.replace("budget_ms = 5.0", f"budget_ms = {budget!r}")
+    result = run([sys.executable, "-c", script], repo, e2e_home)
+    found = re.match(r"(\d+) of 1000 cells within .* ms; best: (\S+)", result.stdout.strip())
+    assert found and 400 <= int(found.group(1)) <= 600  # about half the cells fit a median budget
+    space = spaces.get("nb201")
+    assert space.is_valid(found.group(2))
+
+
+def test_load_predictor_answers_as_leti_predict_does(repo: Path, e2e_home: Path) -> None:
+    script = ("import json, leti; p = leti.load_predictor('torch-cpu'); "
+              f"print(json.dumps(p.predict({GOOD!r}).tolist()))")
+    in_process = json.loads(run([sys.executable, "-c", script], repo, e2e_home).stdout)
+    command = run([sys.executable, "-m", "leti", "predict", "--device", "torch-cpu", *GOOD], repo, e2e_home)
+    assert in_process == pytest.approx([json.loads(line)["predicted_ms"] for line in command.stdout.splitlines()])
+    bad = run([sys.executable, "-c", "import leti; leti.load_predictor('torch-cpu').predict(['|x~0|'])"], repo, e2e_home, expect=1)
+    assert "ValueError: arch 1 is malformed: '|x~0|'" in bad.stderr
+    missing = run([sys.executable, "-c", "import leti; leti.load_predictor('no-such-device')"], repo, e2e_home, expect=1)
+    assert "no model models:/leti-nb201-no-such-device@champion" in missing.stderr
