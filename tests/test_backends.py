@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
+from measure_helpers import NO_SENTINEL, FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 
 from leti.devices import BACKENDS, Protocol, UnknownBackendError, make_backend
 from leti.devices.base import Timing, pinned, time_callable
@@ -99,7 +99,7 @@ def test_pinning_sets_and_restores_affinity() -> None:
 
 def test_rows_record_threads_affinity_environment_and_versions(tiny_device_config, tmp_path) -> None:
     device = tiny_device_config("onnxruntime-cpu", pin_cpus=[min(os.sched_getaffinity(0))])
-    row = campaign.measure_next_chunk([ARCH], device, tmp_path).rows[0]
+    row = campaign.measure_next_chunk([ARCH], device, tmp_path, policy=NO_SENTINEL).rows[0]
     assert row["error"] is None and row["threads"] == 1
     assert row["cpu_affinity"] == [min(os.sched_getaffinity(0))]
     environment = json.loads(row["environment"])

@@ -43,10 +43,11 @@ def investigate(
     networks = analysis.popular_networks(models, statistic)
     shares = analysis.op_shares(data.load_op_profiles([Path(s) for s in op_profile_stores]))
     noise_rows = analysis.noise_rows(devices, models)
+    drift = analysis.sentinel_drift(data.load_sentinels([Path(s) for s in cell_stores], space))
     results = report.Results(
         config=config, space=space, flops_marginal=flops_marginal, devices=devices, fits=fits, lookups=lookups, cross=cross, networks=networks,
         networks_spearman=analysis.models_flops_spearman(networks) if not networks.is_empty() else {},
-        shares=shares, noise=analysis.noise_summary(noise_rows),
+        shares=shares, noise=analysis.noise_summary(noise_rows), drift=drift,
     )
     results.figures = draw(results, noise_rows, out)
     log(f"investigate: {len(results.figures)} figures in {out / 'figures'}")
@@ -81,4 +82,6 @@ def draw(results: report.Results, noise_rows: Any, out: Path) -> dict[str, Path]
                                                                       folder / "popular_networks_vs_flops.png")
     if not results.noise.is_empty():
         drawn["noise"] = figures.noise(noise_rows, results.noise, folder / "noise.png")
+    if not results.drift.is_empty():
+        drawn["sentinel_drift"] = figures.sentinel_drift(results.drift, folder / "sentinel_drift.png")
     return {key: path.relative_to(out) for key, path in drawn.items() if path is not None}

@@ -359,3 +359,16 @@ def noise_summary(rows: pl.DataFrame) -> pl.DataFrame:
         if "pairs_right" in summary.columns:
             summary = summary.drop("pairs_right")
     return summary.with_columns(pl.col("pairs").fill_null(0))
+
+
+def sentinel_drift(sentinels: pl.DataFrame) -> pl.DataFrame:
+    """The sentinel over time per device and configuration: minutes since its first timing and its
+    ``min_ms`` relative to that first one (%), the speed every corrected row is normalised to."""
+    if sentinels.is_empty():
+        return pl.DataFrame(schema={"device": pl.String, "config_id": pl.String, "minutes": pl.Float64, "drift_pct": pl.Float64})
+    ordered = sentinels.sort("measured_at")
+    return ordered.select(
+        "device", "config_id",
+        ((pl.col("measured_at") - pl.col("measured_at").first().over("device", "config_id")).dt.total_seconds() / 60).alias("minutes"),
+        (100 * (pl.col("min_ms") / pl.col("min_ms").first().over("device", "config_id") - 1)).alias("drift_pct"),
+    )
