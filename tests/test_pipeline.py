@@ -16,7 +16,7 @@ import yaml
 from pipeline_helpers import ROOT, declared_outputs, free_port, repro_targets, run, serving
 
 from leti import predictors, spaces
-from leti.store import tables
+from leti.store import reader, tables
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +46,24 @@ def test_every_declared_out_exists(repo: Path) -> None:
     assert not missing
 
 
+def measured_cells(folder: Path) -> pl.DataFrame:
+    """A campaign's cell rows as the readers see them: sentinel timings left out, a chunk measured
+    again (its sentinel moved) by its latest attempt."""
+    rows = tables.read(folder, tables.LATENCY).filter(pl.col("role").is_null())
+    return rows.sort("measured_at").unique(["arch", "config_id"], keep="last")
+
+
 def test_latency_table_holds_real_measurements(repo: Path) -> None:
-    latency = tables.read(repo / "data/latency/torch-cpu/nb201", tables.LATENCY)
+    latency = measured_cells(repo / "data/latency/torch-cpu/nb201")
     archs = tables.read(repo / "data/architectures/nb201.parquet", tables.ARCHITECTURES)
     assert latency.height == 8
     assert sorted(latency["arch"]) == sorted(archs["arch"])
     assert latency["error"].null_count() == 8
     assert all(len(samples) == 3 and min(samples) > 0 for samples in latency["samples_ms"])
     assert (latency["median_ms"] > 0).all()
+    sentinels = reader.sentinel_rows(repo / "data/latency", "torch-cpu", "nb201")
+    assert sentinels.height >= 2 and set(sentinels["arch"]) == {spaces.get("nb201").SENTINEL}  # the campaign timed its sentinel
+    assert latency["min_ms_corrected"].null_count() == 0 and (latency["sentinel_reference_ms"] == sentinels["min_ms"][0]).all()
 
 
 def test_metrics_file_has_every_predictor(repo: Path) -> None:
@@ -71,11 +81,11 @@ def test_nb101_is_measured_on_both_cpus_and_every_family_trained(repo: Path, e2e
     archs = tables.read(repo / "data/architectures/nb101.parquet", tables.ARCHITECTURES)
     assert archs.height == 8 and set(archs["space"]) == {"nb101"}
     for device in ("torch-cpu", "onnxruntime-cpu"):
-        latency = tables.read(repo / "data/latency" / device / "nb101", tables.LATENCY)
+        latency = measured_cells(repo / "data/latency" / device / "nb101")
         assert sorted(latency["arch"]) == sorted(archs["arch"]) and latency["error"].null_count() == 8
         assert set(latency["space"]) == {"nb101"} and latency["input_shape"].to_list()[0] == [1, 3, 32, 32]
     nb201_archs = tables.read(repo / "data/architectures/nb201.parquet", tables.ARCHITECTURES)["arch"]
-    on_ort = tables.read(repo / "data/latency/onnxruntime-cpu/nb201", tables.LATENCY)  # it lists both spaces
+    on_ort = measured_cells(repo / "data/latency/onnxruntime-cpu/nb201")  # it lists both spaces
     assert sorted(on_ort["arch"]) == sorted(nb201_archs) and set(on_ort["space"]) == {"nb201"}
     metrics = json.loads((repo / "metrics/nb101.json").read_text())
     assert set(metrics) == set(predictors.FAMILIES) and all(values["n_test"] == 3 for values in metrics.values())
@@ -290,7 +300,7 @@ def test_a_changed_protocol_measures_again_and_keeps_splits_apart(repo: Path, tm
     # of the pipeline reacts to the same change the same way, and rerunning it all costs minutes.
     run(["dvc", "repro", TRAINED], repo, e2e_home)
 
-    latency = tables.read(repo / INPUTS["latency"], tables.LATENCY)
+    latency = measured_cells(repo / INPUTS["latency"])
     assert latency["config_id"].n_unique() == 2 and latency.height == 16  # both protocols kept
     ops = tables.read(repo / "data/op_latency/torch-cpu", tables.OP_LATENCY)
     assert ops["config_id"].n_unique() == 2

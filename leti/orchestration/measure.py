@@ -114,18 +114,17 @@ def measure_devices(
     retry_delay_seconds: float = 30.0,
     op_profile_store: str | None = None,
     space: str = spaces.DEFAULT,
-    order_seed: int | None = 0,
-    sentinel: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure ``archs`` (cells of ``space``) on every named device, in the seeded order, each chunk
-    bracketed by the sentinel (``sentinel``: ``measure.sentinel`` of params.yaml); returns the summary
-    rows and per-chunk records. Per-operator profiles go to ``op_profile_store`` (default:
+    """Measure ``archs`` (cells of ``space``) on every named device, in the seeded order of
+    ``measure.order_seed``, each chunk bracketed by the sentinel (``measure.sentinel``); returns the
+    summary rows and per-chunk records. Per-operator profiles go to ``op_profile_store`` (default:
     ``op_profiles`` beside ``store``)."""
     logger = get_run_logger()
     start = time.monotonic()
-    policy = SentinelPolicy.from_params(sentinel)
+    options = campaign.options_from_params(params.load(params_path).get("measure") or {})
+    policy = options["policy"]
     configs = [device_from_params(name, params_path, space) for name in devices]
-    archs = campaign.measuring_order(archs, order_seed)
+    archs = campaign.measuring_order(archs, options["order_seed"])
     todo = {device.name: campaign.pending(archs, device, Path(store), retry_errors) for device in configs}
     futures = []
     for device in configs:
@@ -234,8 +233,6 @@ def run_from_params(
             retry_errors=config["retry_errors"],
             op_profile_store=op_profile_store,
             space=space,
-            order_seed=config.get("order_seed", 0),
-            sentinel=config.get("sentinel"),
         )
         for space, chosen in by_space.items()
     ]
