@@ -60,7 +60,7 @@ def load_pyfunc(uri: str, device: str, space: str) -> Any:
         raise MissingModelError(missing_message(uri, device, space, str(error))) from None
     metadata = model.metadata.metadata or {}
     for key, wanted in (("device", device), ("space", space)):
-        if metadata.get(key) not in (None, wanted):
+        if wanted and metadata.get(key) not in (None, wanted):
             raise ValueError(f"model {uri} predicts {key} {metadata[key]!r}, not {wanted!r}")
     return model
 

@@ -54,3 +54,9 @@ def use_local_state(start: Path | None = None) -> Path | None:
         for name, value in local_environment(root).items():
             os.environ.setdefault(name, value)
     return root
+
+
+def cache_dir() -> Path:
+    """leti's own cache (converted models, pretrained transfer models): ``$LETI_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/leti``, which :func:`use_local_state` points inside the project."""
+    return Path(os.environ.get("LETI_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leti")

@@ -132,6 +132,50 @@ def dense(
     return torch.from_numpy(np.stack([a for a, _ in parts])), torch.from_numpy(np.stack([x for _, x in parts]))
 
 
+# --- the network graph (latency transfer) -----------------------------------------------------------
+
+NETWORK_FLAGS = ("live", "duplicate")
+
+
+def network_node_types(space: str) -> tuple[str, ...]:
+    """One-hot columns of a network graph: every op the network can run, the input and output, the global node."""
+    return (*spaces.get(space).NETWORK_NODE_TYPES, GLOBAL)
+
+
+def network_feature_size(space: str) -> int:
+    return len(network_node_types(space)) + len(NETWORK_FLAGS)
+
+
+@lru_cache(maxsize=200_000)
+def _network_one(space: str, arch: str) -> tuple[np.ndarray, np.ndarray]:
+    network = spaces.get(space).network_graph(arch)
+    types = network_node_types(space)
+    rows = np.zeros((len(network.nodes) + 1, network_feature_size(space)), dtype=np.float32)
+    rows[0, types.index(GLOBAL)] = 1.0
+    for slot, label in enumerate(network.nodes, start=1):
+        if label is not None:
+            rows[slot, types.index(label)] = 1.0
+    ops = set(spaces.get(space).OPS)
+    live = network.live if network.live is not None else [True] * len(network.nodes)
+    rows[1:, -2] = [flag and label in ops for flag, label in zip(live, network.nodes)]  # ops only: input and output are their own types
+    pruned = cell_graph(space, arch)  # the same slots: a repeated op there is a repeat the network runs
+    if any(label is not None for label in pruned.nodes):
+        rows[1:, -1] = repeats(pruned)
+    return reads(network), rows
+
+
+def network_dense(archs: Sequence[str], space: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network graphs of the cells in the dense form the GCN reads: every op the network runs as a
+    node (one-hot over all ops, ``none`` and ``skip_connect`` included), a ``live`` flag for ops on an
+    input->output path and the ``duplicate`` flag of :func:`node_features`, BRP-NAS's wiring
+    otherwise. Unlike BRP-NAS's graph nothing is pruned: cells that differ only in dead ops or in skip
+    versus none stay distinct, as their latencies on an eager runtime do."""
+    parts = [_network_one(space, arch) for arch in archs]
+    if not parts:
+        raise ValueError("no cells to featurize")
+    return torch.from_numpy(np.stack([a for a, _ in parts])), torch.from_numpy(np.stack([x for _, x in parts]))
+
+
 def to_dgl(archs: Sequence[str], space: str, node_feature_kind: str = "onehot", adjacency: str = "brp", direction: str = "successors"):
     """The cells as one batched DGL graph: an edge ``j -> i`` for each read, features in ``ndata['x']``.
 

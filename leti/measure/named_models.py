@@ -37,6 +37,7 @@ from leti.devices.config import DeviceConfig
 from leti.measure import preparation
 from leti.measure.session import Session, measure_one, measuring_session, op_profile_rows
 from leti.networks import SPACE, Model, ModelError, ModelSource, load, portable
+from leti.project import cache_dir
 from leti.store import tables
 from leti.store.parts import default_op_profile_store, space_dir, write_part
 from leti.threads import torch_threads
@@ -77,7 +78,7 @@ def artifact_path(backend: Backend, model: Model) -> Path:
     payload = {"format": backend.artifact_format, "options": backend.artifact_options(), "model": model.digest,
                "input_shape": list(model.example.shape), "versions": backend.artifact_versions()}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-    return preparation.cache_dir() / "artifacts" / str(backend.artifact_format) / "models" / f"{model.source.name}-{key}.{backend.artifact_format}"
+    return cache_dir() / "artifacts" / str(backend.artifact_format) / "models" / f"{model.source.name}-{key}.{backend.artifact_format}"
 
 
 def artifact(backend: Backend, model: Model, workdir: Path) -> Any:

@@ -35,13 +35,10 @@ import torch
 
 from leti import spaces
 from leti.devices import Backend, make_backend
+from leti.project import cache_dir
 from leti.threads import torch_threads
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LETI_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leti")
 
 
 def artifact_path(backend: Backend, network: Any, batch: int, arch: str) -> Path:

@@ -19,6 +19,7 @@ FAMILY_CLASSES = {
     "flops": "leti.predictors.flops:FlopsPredictor",
     "ensemble": "leti.predictors.ensemble:EnsemblePredictor",
     "auto": "leti.predictors.auto:AutoPredictor",
+    "transfer": "leti.predictors.transfer:TransferPredictor",
 }
 
 

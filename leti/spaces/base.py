@@ -29,6 +29,9 @@ class CellGraph:
 
     nodes: tuple[str | None, ...]
     edges: tuple[tuple[int, int], ...]
+    live: tuple[bool, ...] | None = None
+    """For a network graph (``SearchSpace.network_graph``): whether each slot's op lies on an
+    input->output path, so it changes the cell's output (a dead op still runs and costs time)."""
 
     def __post_init__(self) -> None:
         for src, dst in self.edges:
@@ -70,6 +73,8 @@ class SearchSpace(Protocol):
     """The ops a cell chooses from; :meth:`op_counts` counts them in this order."""
     SENTINEL: str
     """A fixed cell of median cost, timed around every chunk of a campaign: the device's speed now."""
+    VALID_CELLS: int
+    """How many distinct valid cells the space has (what :meth:`sample_valid` can draw)."""
     GRAPH_NODE_TYPES: tuple[str, ...]
     """Node labels that get a one-hot column in the GCN (the global node is the featuriser's)."""
     ENCODING_NAMES: tuple[str, ...]
@@ -99,6 +104,13 @@ class SearchSpace(Protocol):
 
     def sample_valid(self, n: int, seed: int) -> list[str]:
         """``n`` distinct valid cells, drawn uniformly and reproducibly from ``seed``."""
+
+    NETWORK_NODE_TYPES: tuple[str, ...]
+    """Labels a node of :meth:`network_graph` can carry."""
+
+    def network_graph(self, arch: str) -> CellGraph:
+        """Every op the network runs, with its node slots aligned to :meth:`graph`'s: what a device
+        pays for, dead ops included (latency transfer reads it; BRP-NAS's graph prunes them)."""
 
     def graph(self, arch: str) -> CellGraph:
         """The cell's graph for the GCN, with the space's fixed number of node slots."""

@@ -53,6 +53,7 @@ SENTINEL = "m111m|110000.11000.1100.010.10.1"
 MAX_VERTICES = 7
 MAX_EDGES = 9
 UNIQUE_CELLS = 423_624
+VALID_CELLS = UNIQUE_CELLS
 """Cells up to isomorphism, as the NAS-Bench-101 paper counts them (the size of its dataset)."""
 
 OP_CODES: dict[str, str] = {"conv3x3-bn-relu": "3", "conv1x1-bn-relu": "1", "maxpool3x3": "m"}
@@ -335,6 +336,16 @@ def representation_count(cell: Cell) -> int:
 
 
 # --- Graph for the GCN -------------------------------------------------------------------------
+
+
+NETWORK_NODE_TYPES: tuple[str, ...] = GRAPH_NODE_TYPES
+
+
+def network_graph(arch: str) -> CellGraph:
+    """What the network runs is the pruned cell (the benchmark builds it from the pruned spec), so
+    BRP-NAS's graph with every real vertex live and the padding slots not."""
+    cell = graph(arch)
+    return CellGraph(cell.nodes, cell.edges, tuple(label not in (None, "none") for label in cell.nodes))
 
 
 def graph(arch: str) -> CellGraph:

@@ -149,6 +149,10 @@ def canonical_form(cell: Sequence[str]) -> str:
     return nodes[-1]
 
 
+VALID_CELLS = 15_284
+"""Cells with an input→output path (of 15625)."""
+
+
 def sample_valid(n: int, seed: int) -> list[str]:
     """``n`` distinct cells with an input→output path, drawn uniformly without replacement."""
     valid = [format_cell(c) for c in enumerate_cells() if has_path(c)]
@@ -284,6 +288,29 @@ def _base_wiring() -> set[tuple[int, int]]:
         if dst == NUM_NODES - 1:
             edges.add((slot, output))
     return edges
+
+
+NETWORK_NODE_TYPES: tuple[str, ...] = (*OPS, "input", "output")
+"""Labels of :func:`network_graph`'s nodes: every op, ``none`` and ``skip_connect`` included."""
+
+
+def network_graph(arch: str) -> CellGraph:
+    """The graph of what the cell's network runs: input, the six edge ops in cell order, output, wired
+    as the cell is (the same slots as :func:`graph`), nothing pruned. ``live`` marks the ops on an
+    input->output path of non-``none`` edges. HELP's devices run the PyTorch network eagerly, so a dead
+    op or a skip still costs time: 40-50 % of their log-latency variance lies between cells with the
+    same BRP-NAS graph (research for leti's latency transfer)."""
+    cell = parse(arch)
+    forward = {0}
+    for (dst, src), op in zip(EDGES, cell):
+        if op != "none" and src in forward:
+            forward.add(dst)
+    backward = {NUM_NODES - 1}
+    for (dst, src), op in reversed(list(zip(EDGES, cell))):
+        if op != "none" and dst in backward:
+            backward.add(src)
+    live = [op != "none" and src in forward and dst in backward for (dst, src), op in zip(EDGES, cell)]
+    return CellGraph(("input", *cell, "output"), tuple(sorted(_base_wiring())), (True, *live, True))
 
 
 def graph(arch: str) -> CellGraph:

@@ -106,6 +106,11 @@ def device_rows(path: str | Path, device: str, space: str | None = None) -> pl.D
     return rows
 
 
+def device_spaces(path: str | Path, device: str) -> list[str]:
+    """The spaces whose cells ``device`` has rows of, in a store folder or a table file."""
+    return sorted(device_rows(path, device)["space"].unique().to_list())
+
+
 def choose_configuration(rows: pl.DataFrame, configuration: str, where: str) -> str:
     """The ``config_id`` the policy asks for among ``rows`` (see the module's docstring)."""
     found = rows.group_by("config_id").agg(pl.len().alias("rows"), pl.col("measured_at").max().alias("newest"))
@@ -186,3 +191,48 @@ def sentinel_rows(path: str | Path, device: str, space: str, configuration: str 
     if configuration is not None:
         rows = rows.filter(pl.col("config_id") == configuration)
     return rows.sort("measured_at")
+
+
+@dataclass(frozen=True)
+class DeviceMatrix:
+    """Several devices' latencies of one space's cells: ``latency_ms[d, c]`` is device ``d`` on cell
+    ``c`` (NaN where the device lacks the cell); archs sorted; ``stores`` says where each device was read."""
+
+    space: str
+    devices: list[str]
+    archs: list[str]
+    latency_ms: np.ndarray
+    stores: dict[str, str]
+    config_ids: dict[str, str]
+
+    def row(self, device: str) -> np.ndarray:
+        return self.latency_ms[self.devices.index(device)]
+
+
+def read_devices(paths: Sequence[str | Path], space: str, policy: ReadPolicy = ReadPolicy(), devices: Sequence[str] | None = None) -> DeviceMatrix:
+    """Every device of the stores that holds cells of ``space`` (or the ``devices`` named, each an error
+    when no store has it), each read by ``policy``, on the union of their cells.
+
+    A device in two stores is an error naming both: which of its measurements is meant is the user's
+    call, not the reader's."""
+    space = spaces.get(space).NAME
+    found: dict[str, Path] = {}
+    for path in map(Path, paths):
+        for device in store_devices(path):
+            if device in found:
+                raise ValueError(f"device {device!r} is in two stores, {found[device]} and {path}; name the stores apart")
+            if (path / device / space).is_dir() or any((path / device).glob("*.parquet")):
+                found[device] = path
+    if devices is not None:
+        missing = [device for device in devices if device not in found]
+        if missing:
+            raise KeyError(f"no store of {', '.join(map(str, paths))} has device(s) {', '.join(map(repr, missing))} with {space} cells "
+                           f"(devices there: {', '.join(sorted(found)) or 'none'})")
+    chosen = list(devices) if devices is not None else sorted(found)
+    cells = {device: read_cells(found[device], device, space, policy) for device in chosen}
+    archs = sorted(set().union(*(c.archs for c in cells.values()))) if cells else []
+    index = {arch: i for i, arch in enumerate(archs)}
+    matrix = np.full((len(chosen), len(archs)), np.nan)
+    for d, device in enumerate(chosen):
+        matrix[d, [index[arch] for arch in cells[device].archs]] = cells[device].latency_ms
+    return DeviceMatrix(space, chosen, archs, matrix, {d: str(found[d]) for d in chosen}, {d: c.config_id for d, c in cells.items()})

@@ -27,13 +27,24 @@ RUNTIME_PACKAGES = (
 
 
 class PredictorModel(mlflow.pyfunc.PythonModel):
+    """A device's predictor (artifact ``predictor``: ``predicted_ms`` per arch), or a pretrained
+    transfer model (artifact ``pretrained``: one column of predicted ms per source device)."""
+
     def load_context(self, context) -> None:  # noqa: ANN001
         from leti import predictors
+        from leti.predictors import transfer
 
-        self.predictor = predictors.load(context.artifacts["predictor"])
+        if "pretrained" in context.artifacts:
+            self.folder = Path(context.artifacts["pretrained"])
+            self.pretrained, self.predictor = transfer.Pretrained.load(self.folder), None
+        else:
+            self.predictor = predictors.load(context.artifacts["predictor"])
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.Series:  # noqa: ANN001
-        return pd.Series(self.predictor.predict(list(model_input["arch"])), name="predicted_ms", dtype="float64")
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.Series | pd.DataFrame:  # noqa: ANN001
+        archs = list(model_input["arch"])
+        if self.predictor is None:
+            return pd.DataFrame(self.pretrained.predict_sources(archs).T, columns=self.pretrained.devices, dtype="float64")
+        return pd.Series(self.predictor.predict(archs), name="predicted_ms", dtype="float64")
 
 
 def pip_requirements() -> list[str]:
@@ -64,17 +75,31 @@ def leti_code(destination: Path) -> Path:
 
 def log_predictor(folder: Path, name: str, example_archs: list[str], metadata: dict[str, Any]) -> Any:
     """Log a saved predictor in the active run as a pyfunc model; returns MLflow's ``ModelInfo``."""
-    from mlflow.models import infer_signature
-
     from leti import predictors
 
-    example = pd.DataFrame({"arch": example_archs})
     predicted = pd.Series(predictors.load(folder).predict(example_archs), name="predicted_ms", dtype="float64")
+    return log_folder("predictor", folder, name, example_archs, predicted, metadata)
+
+
+def log_pretrained(folder: Path, name: str, example_archs: list[str], metadata: dict[str, Any]) -> Any:
+    """Log a pretrained transfer model (``leti.predictors.transfer.Pretrained``) as a pyfunc that
+    predicts every source device; ``leti adapt`` starts from its folder."""
+    from leti.predictors import transfer
+
+    pretrained = transfer.Pretrained.load(folder)
+    predicted = pd.DataFrame(pretrained.predict_sources(example_archs).T, columns=pretrained.devices, dtype="float64")
+    return log_folder("pretrained", folder, name, example_archs, predicted, metadata)
+
+
+def log_folder(kind: str, folder: Path, name: str, example_archs: list[str], predicted: Any, metadata: dict[str, Any]) -> Any:
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"arch": example_archs})
     with tempfile.TemporaryDirectory(prefix="leti-code-") as scratch:
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(Path(__file__).with_name("pyfunc_code.py")),
-            artifacts={"predictor": str(folder)},
+            artifacts={kind: str(folder)},
             code_paths=[str(leti_code(Path(scratch)))],
             pip_requirements=pip_requirements(),
             signature=infer_signature(example, predicted),

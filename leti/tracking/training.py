@@ -187,3 +187,52 @@ def summary(outcome: Outcome, space: str, device: str) -> dict[str, Any]:
         "champion_version": decision.version, "reason": decision.reason,
     }
 
+
+
+def adapt(cells: Cells, shots: list[str], pretrained: Path, pretrained_uri: str, store: str,
+          rule: registry.Rule = registry.Rule(), experiment: str = "leti") -> dict[str, Any]:
+    """``leti adapt``: the transfer family fitted to a device's ``shots``, logged as one run and offered
+    to the registry. Its validation score is leave-one-out on the shots (no other cell is needed); the
+    device's other measured cells, if any, are its test cells."""
+    import hashlib
+
+    from leti.predictors import transfer
+
+    index = {arch: i for i, arch in enumerate(cells.archs)}
+    chosen = np.asarray([index[arch] for arch in shots])
+    rest = np.setdiff1d(np.arange(len(cells.archs)), chosen)
+    y = cells.latency_ms
+    predictor = transfer.TransferPredictor(pretrained=str(pretrained), space=cells.space).fit(shots, y[chosen])
+    model = predictor.pretrained
+    assert model is not None
+    if cells.device in model.devices:
+        raise ValueError(f"device {cells.device!r} is one of the pretrained model's sources: adapting to it would score "
+                         "cells it was trained on")
+    metrics = {f"val_{k}": v for k, v in regression_metrics(y[chosen], transfer.leave_one_out(model, shots, y[chosen])).items()}
+    if len(rest) >= 2:
+        archs = [cells.archs[i] for i in rest]
+        metrics |= {f"test_{k}": v for k, v in regression_metrics(y[rest], predictor.predict(archs)).items()}
+    metrics |= {"n_train": len(shots), "n_test": len(rest)}
+    target = {"space": cells.space, "device": cells.device, "config_id": cells.config_id, "statistic": cells.statistic}
+    shot_text = "\n".join(shots) + "\n"
+    tags = {**tracking.data_tags({"latency": store}), **target, "family": "transfer", "leti.run": "adapt",
+            "transfer.pretrained": pretrained_uri, "transfer.pretrained_data": model.data, "transfer.shots": str(len(shots)),
+            "transfer.shots_sha256": hashlib.sha256(shot_text.encode()).hexdigest()}
+    experiment_id = tracking.setup(tracking.experiment_name(experiment, cells.space, cells.device))
+    with mlflow.start_run(run_name=f"adapt-{len(shots)}-shots", tags=tags) as run, tempfile.TemporaryDirectory(prefix="leti-adapt-") as scratch:
+        mlflow.log_params(tracking.flat_params({"family": "transfer", "transfer.shots": len(shots), "transfer.penalty": predictor.head.penalty,
+                                                "transfer.sources": model.devices}))
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(shot_text, "shots.txt")
+        folder = predictor.save(Path(scratch) / "transfer", space=cells.space, statistic=cells.statistic)
+        info = pyfunc.log_predictor(folder, "model", shots[:3], {**target, "family": "transfer", "seed": 0,
+                                                                 "feature_schema": predictor.feature_schema(), "data": data_only(tags)})
+        candidate = registry.Candidate(run.info.run_id, info.model_uri, f"transfer-{len(shots)}shots",
+                                       metrics.get(rule.metric, float("nan")), target)
+        decision = registry.select(mlflow.MlflowClient(), tracking.model_name(cells.space, cells.device), [candidate], rule,
+                                   version_tags={key: str(value) for key, value in tags.items()})
+        mlflow.set_tags({"selection.registered": str(decision.register).lower(), "selection.reason": decision.reason})
+    return {"device": cells.device, "space": cells.space, "shots": len(shots), "run": run.info.run_id, "experiment": experiment_id,
+            "val_acc_10pct": metrics.get("val_acc_10pct"), "test_acc_10pct": metrics.get("test_acc_10pct"),
+            "registered": decision.register, "champion_version": decision.version, "reason": decision.reason,
+            "model": tracking.champion_uri(cells.space, cells.device)}

@@ -1,0 +1,538 @@
+"""A new device from a few measurements: pretrain on many devices, then adapt to the new one.
+
+1. **Pretrain** (:func:`pretrain`): one GCN over each cell's *network graph* (every op the network
+   runs, dead ops and skips included: ``leti.features.graph.network_dense``), a trunk shared by all
+   source devices and one linear head per device, trained at once with an L1 loss on each device's
+   standardised log latency. One forward pass serves every device, so 28 devices cost what one does.
+2. **Choose the cells to measure** (:func:`design_shots`): from the pretrained trunk alone, cells that
+   cover its embedding: k-means cluster centres below 10 shots, farthest points from 10 on.
+3. **Adapt** (:func:`adapt`, milliseconds): the target's log latency ≈ a + c · (the sources' mean
+   prediction) + a ridge-penalised combination of the source heads' predictions, the penalty chosen by
+   exact leave-one-out error on the shots. With few shots the prediction stays near the sources'
+   consensus and moves toward the sources the shots favour as they grow. Every term is linear in the
+   trunk's embedding, so the adapted device is one new linear head on the trunk.
+4. **Predict**: the trunk, then that head.
+
+:class:`TransferPredictor` is the ``transfer`` family: ``fit`` adapts a pretrained model (a folder
+written by :meth:`Pretrained.save`) to the measured cells it is given, and its saved state carries the
+trunk and the head (a torch state dict and JSON; nothing is pickled), so a registered model predicts
+anywhere. The defaults and every design choice were measured on validation devices, never on the
+reported ones (``benchmarks/results/transfer/``, README).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from leti.features import graph as graphs
+from leti.predictors.base import Predictor
+from leti.predictors.gcn import GraphConvolution
+from leti.threads import torch_threads
+
+STATE = "transfer-gcn.pt"
+RECORD = "transfer-gcn.json"
+HEAD = "head.json"
+
+
+class Trunk(nn.Module):
+    """leti's GCN body (graph convolutions, LayerNorm, ReLU), returning the global node's final state."""
+
+    def __init__(self, in_size: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        sizes = [in_size] + [hidden] * layers
+        self.convs = nn.ModuleList(GraphConvolution(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, reads: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        *inner, (last_conv, last_norm) = zip(self.convs, self.norms)
+        for conv, norm in inner:
+            x = self.dropout(torch.relu(norm(conv(reads, x))))
+        return self.dropout(torch.relu(last_norm(last_conv.global_only(reads, x))))[:, 0]
+
+
+class MultiDeviceGCN(nn.Module):
+    """A shared trunk and one linear head per source device (row ``d`` of ``head`` predicts device ``d``)."""
+
+    def __init__(self, in_size: int, hidden: int, layers: int, dropout: float, devices: int) -> None:
+        super().__init__()
+        self.trunk = Trunk(in_size, hidden, layers, dropout)
+        self.head = nn.Linear(hidden, devices)
+
+    def forward(self, reads: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(reads, x))
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """``transfer.pretrain`` in params.yaml."""
+
+    hidden: int = 300
+    layers: int = 4
+    dropout: float = 0.002
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    epochs: int = 40
+    max_cells: int | None = None  # pretrain on a random subset of the cells (None: every cell any source measured)
+    seed: int = 0
+    threads: int = 1
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any] | None) -> PretrainConfig:
+        section = dict(section or {})
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"transfer.pretrain: unknown keys {sorted(unknown)} (known: {', '.join(cls.__dataclass_fields__)})")
+        return cls(**section)
+
+
+@dataclass
+class Pretrained:
+    """The pretrained model and what adaptation needs to know of its sources."""
+
+    model: MultiDeviceGCN
+    space: str
+    devices: list[str]
+    shift: list[float]  # each source's mean and spread of log latency, to read its head in ms
+    scale: list[float]
+    config: PretrainConfig
+    data: str = ""  # the digest of the latencies it learned (:func:`data_digest`)
+    train_seconds: float = 0.0
+
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), folder / STATE)
+        record = {"space": self.space, "devices": self.devices, "shift": self.shift, "scale": self.scale,
+                  "config": asdict(self.config), "data": self.data, "train_seconds": self.train_seconds}
+        (folder / RECORD).write_text(json.dumps(record, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Pretrained:
+        folder = Path(folder)
+        if not (folder / RECORD).is_file():
+            raise FileNotFoundError(f"{folder}: no pretrained transfer model ({RECORD} missing; `dvc repro pretrain` writes one)")
+        record = json.loads((folder / RECORD).read_text())
+        config = PretrainConfig(**record["config"])
+        model = MultiDeviceGCN(graphs.network_feature_size(record["space"]), config.hidden, config.layers, config.dropout,
+                               len(record["devices"]))
+        model.load_state_dict(torch.load(folder / STATE, weights_only=True))
+        model.eval()
+        return cls(model, record["space"], record["devices"], record["shift"], record["scale"], config, record["data"],
+                   record["train_seconds"])
+
+    @torch.inference_mode()
+    def embed(self, archs: Sequence[str], chunk: int = 4096) -> np.ndarray:
+        """The trunk's output for each cell, ``(cells, hidden)``; the same for every device."""
+        with torch_threads(self.config.threads):
+            parts = []
+            for begin in range(0, len(archs), chunk):
+                reads, x = graphs.network_dense(archs[begin : begin + chunk], self.space)
+                parts.append(self.model.trunk(reads, x))
+            return torch.cat(parts).numpy().astype(np.float64)
+
+    def heads(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(W, b)``: source ``d``'s standardised log latency is ``h @ W[d] + b[d]``."""
+        with torch.no_grad():
+            return self.model.head.weight.numpy().astype(np.float64), self.model.head.bias.numpy().astype(np.float64)
+
+    def predict_sources(self, archs: Sequence[str]) -> np.ndarray:
+        """Every source device's predicted latency (ms) of ``archs``: ``(devices, cells)``."""
+        weight, bias = self.heads()
+        standard = (self.embed(archs) @ weight.T + bias).T
+        return np.exp(standard * np.asarray(self.scale)[:, None] + np.asarray(self.shift)[:, None])
+
+
+def standardise(latency_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-device log latency, centred and scaled over the device's measured cells (NaN = missing).
+
+    Log because latency errors are relative and devices differ by orders of magnitude; per device so
+    every device weighs the same in the shared trunk's loss."""
+    y = np.log(latency_ms)
+    shift, scale = np.nanmean(y, axis=1), np.nanstd(y, axis=1)
+    return (y - shift[:, None]) / scale[:, None], shift, scale
+
+
+def data_digest(space: str, devices: Sequence[str], archs: Sequence[str], latency_ms: np.ndarray, config: PretrainConfig) -> str:
+    """What a pretrained model depends on: the sources' latencies, the settings and this code. Equal
+    digests mean an equal model, so a sweep over targets and shots pretrains once (:func:`cached`)."""
+    from leti import spaces
+
+    code = "".join(Path(module).read_text() for module in (__file__, graphs.__file__, spaces.get(space).__file__))
+    digest = hashlib.sha256(json.dumps([space, list(devices), list(archs), asdict(config)]).encode())
+    digest.update(np.ascontiguousarray(np.nan_to_num(latency_ms, nan=-1.0), dtype=np.float64).tobytes())
+    digest.update(code.encode())
+    return digest.hexdigest()[:24]
+
+
+def pretrain(space: str, archs: Sequence[str], latency_ms: np.ndarray, devices: Sequence[str],
+             config: PretrainConfig = PretrainConfig()) -> Pretrained:
+    """Fit the multi-device GCN on ``latency_ms`` (``(devices, cells)``, NaN where a device lacks a cell).
+
+    The caller leaves out cells the space calls invalid: they are not scored and carry device-specific,
+    near-constant latencies (the store's reader does)."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    latency_ms = np.asarray(latency_ms, dtype=np.float64)
+    if len(devices) != len(latency_ms) or latency_ms.shape[1] != len(archs):
+        raise ValueError(f"latencies of shape {latency_ms.shape} do not match {len(devices)} devices x {len(archs)} cells")
+    cells = np.arange(len(archs))
+    if config.max_cells and config.max_cells < len(cells):
+        cells = np.sort(rng.choice(cells, config.max_cells, replace=False))
+    y, shift, scale = standardise(latency_ms[:, cells])
+    reads, x = graphs.network_dense([archs[i] for i in cells], space)
+    target = torch.tensor(y.T, dtype=torch.float32)
+    mask = torch.isfinite(target)
+    target = torch.nan_to_num(target)
+    model = MultiDeviceGCN(x.shape[-1], config.hidden, config.layers, config.dropout, len(devices))
+    start = time.time()
+    with torch_threads(config.threads):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        steps = config.epochs * math.ceil(len(cells) / config.batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.05)
+        model.train()
+        for _ in range(config.epochs):
+            order = torch.from_numpy(rng.permutation(len(cells)))
+            for begin in range(0, len(order), config.batch_size):
+                batch = order[begin : begin + config.batch_size]
+                error = (model(reads[batch], x[batch]) - target[batch]).abs() * mask[batch]
+                loss = error.sum() / mask[batch].sum() * len(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+    model.eval()
+    return Pretrained(model, space, list(devices), shift.tolist(), scale.tolist(), config,
+                      data_digest(space, devices, archs, latency_ms, config), time.time() - start)
+
+
+def cached(cache: Path, space: str, archs: Sequence[str], latency_ms: np.ndarray, devices: Sequence[str],
+           config: PretrainConfig = PretrainConfig()) -> tuple[Pretrained, bool]:
+    """The pretrained model of these sources from ``cache/<digest>/``, pretraining only on a miss;
+    returns it and whether it came from the cache."""
+    folder = Path(cache) / data_digest(space, devices, archs, latency_ms, config)
+    if (folder / RECORD).is_file():
+        return Pretrained.load(folder), True
+    pretrained = pretrain(space, archs, latency_ms, devices, config)
+    scratch = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(scratch, ignore_errors=True)
+    pretrained.save(scratch)
+    scratch.replace(folder) if not folder.exists() else shutil.rmtree(scratch)
+    return pretrained, False
+
+
+# --- which cells to measure -----------------------------------------------------------------------------
+
+SHOT_DESIGNS = ("auto", "kmeans", "fps", "random")
+
+
+def design_shots(embedding: np.ndarray, k: int, seed: int = 0, method: str = "auto", dims: int = 32) -> np.ndarray:
+    """Indices (into ``embedding``'s rows) of ``k`` cells to measure on a new device, from the trunk alone.
+
+    The embedding (standardised per unit, PCA to ``dims``) is covered by farthest-point sampling from a
+    seeded random start (``fps``) or split into ``k`` k-means clusters whose nearest cells are measured
+    (``kmeans``); ``auto`` takes k-means below 10 shots and farthest points from 10 on; ``random`` is a
+    seeded uniform choice. The adapted head is linear in the embedding, so shots that span it pin the
+    head down; with very few shots spanning picks extremes, and cluster centres (typical cells) are safer.
+    """
+    if method not in SHOT_DESIGNS:
+        raise ValueError(f"unknown shot design {method!r} (known: {', '.join(SHOT_DESIGNS)})")
+    if not 0 < k <= len(embedding):
+        raise ValueError(f"cannot choose {k} shots among {len(embedding)} cells")
+    rng = np.random.default_rng(seed)
+    if method == "random":
+        return np.sort(rng.choice(len(embedding), k, replace=False))
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    spread = embedding.std(0)
+    keep = spread > 1e-6
+    z = (embedding[:, keep] - embedding[:, keep].mean(0)) / spread[keep]
+    z = PCA(min(dims, z.shape[1], len(z)), random_state=0).fit_transform(z)
+    if method == "auto":
+        method = "kmeans" if k < 10 else "fps"
+    if method == "fps":
+        chosen = [int(rng.integers(len(z)))]
+        distance = ((z - z[chosen[0]]) ** 2).sum(1)
+        for _ in range(k - 1):
+            j = int(np.argmax(distance))
+            chosen.append(j)
+            distance = np.minimum(distance, ((z - z[j]) ** 2).sum(1))
+        return np.sort(np.asarray(chosen))
+    centres = KMeans(k, n_init=1, random_state=seed).fit(z).cluster_centers_
+    picked: list[int] = []
+    for centre in centres:
+        distance = ((z - centre) ** 2).sum(1)
+        distance[picked] = np.inf
+        picked.append(int(np.argmin(distance)))
+    return np.sort(np.asarray(picked))
+
+
+# --- adaptation ----------------------------------------------------------------------------------------
+
+PENALTIES = tuple(float(v) for v in np.logspace(-3, 3, 13))
+
+
+@dataclass
+class Head:
+    """A new device's head on the trunk: log latency (ms) = ``h @ weight + bias``."""
+
+    weight: list[float]
+    bias: float
+    penalty: float
+    shots: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _kernel_ridge(K: np.ndarray, Z: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """min ||y - Z b - f||² + penalty · f' K⁺ f with f = K α: ridge with the columns Z left free.
+    Returns ``(b, α, hat matrix)``; the hat matrix gives exact leave-one-out residuals."""
+    n = len(y)
+    inverse = np.linalg.inv(K + penalty * np.eye(n))
+    za = Z.T @ inverse
+    m = np.linalg.pinv(za @ Z)
+    b = m @ (za @ y)
+    alpha = inverse @ (y - Z @ b)
+    projection = Z @ m @ za
+    hat = projection + K @ inverse @ (np.eye(n) - projection)
+    return b, alpha, hat
+
+
+def adapt(embedding: np.ndarray, latency_ms: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+          penalties: Sequence[float] = PENALTIES) -> Head:
+    """A new device's head from ``k`` measured cells: their trunk embeddings and latencies.
+
+    ``log t = a + c · mean_d p_d(h) + Σ_d w_d p_d(h)`` where ``p_d`` is source ``d``'s pretrained head.
+    ``a`` and ``c`` are free (the target's own offset and scale of "the average device"); ``w`` is
+    ridge-penalised; the penalty is the one with the least exact leave-one-out error on the shots."""
+    y = np.log(np.asarray(latency_ms, dtype=np.float64))
+    if len(y) < 3:
+        raise ValueError(f"adapting to a device needs at least 3 measured cells, got {len(y)}")
+    P = embedding @ weight.T + bias  # shots x sources
+    Z = np.c_[np.ones(len(y)), P.mean(1)]
+    K = P @ P.T / P.shape[1]
+    best: tuple[float, float] | None = None
+    for penalty in penalties:
+        _, _, hat = _kernel_ridge(K, Z, y, penalty)
+        loo = (y - hat @ y) / np.clip(1.0 - np.diag(hat), 1e-6, None)
+        error = float(np.mean(loo**2))
+        if best is None or error < best[0] - 1e-12:
+            best = (error, penalty)
+    assert best is not None
+    error, penalty = best
+    coef, alpha, _ = _kernel_ridge(K, Z, y, penalty)
+    per_source = P.T @ alpha / P.shape[1]
+    head_weight = coef[1] * weight.mean(0) + weight.T @ per_source
+    head_bias = coef[0] + coef[1] * bias.mean() + float(bias @ per_source)
+    info = {"loo_mse": error, "prior_scale": float(coef[1]), "source_weights": per_source.tolist()}
+    return Head(head_weight.tolist(), float(head_bias), float(penalty), len(y), info)
+
+
+class TransferPredictor(Predictor):
+    """The ``transfer`` family: a pretrained multi-device GCN adapted to one device from its measured cells.
+
+    ``pretrained`` is the folder of a :class:`Pretrained` model (the ``pretrain`` stage's
+    ``models/transfer/<space>``, or a cached one). ``fit`` uses only the cells it is given: k shots give
+    a k-shot predictor; the validation cells are not needed (the penalty comes from leave-one-out)."""
+
+    family = "transfer"
+
+    def __init__(self, pretrained: str | None = None, space: str = "nb201") -> None:
+        super().__init__(pretrained=pretrained, space=space)
+        self.pretrained: Pretrained | None = None
+        self.head: Head | None = None
+
+    def _model(self) -> Pretrained:
+        if self.pretrained is None:
+            if not self.params["pretrained"]:
+                raise ValueError("transfer: no pretrained model (pass pretrained=FOLDER; `dvc repro pretrain` writes one)")
+            self.pretrained = Pretrained.load(self.params["pretrained"])
+            if self.pretrained.space != self.space:
+                raise ValueError(f"transfer: the pretrained model in {self.params['pretrained']} learned {self.pretrained.space} "
+                                 f"cells, not {self.space}")
+        return self.pretrained
+
+    def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> TransferPredictor:
+        model = self._model()
+        weight, bias = model.heads()
+        self.head = adapt(model.embed(list(archs)), np.asarray(latency_ms, dtype=np.float64), weight, bias)
+        return self
+
+    def predict(self, archs: Sequence[str]) -> np.ndarray:
+        if self.head is None:
+            raise RuntimeError("transfer predictor is not fitted")
+        return np.exp(self._model().embed(list(archs)) @ np.asarray(self.head.weight) + self.head.bias)
+
+    def feature_schema(self) -> dict[str, Any]:
+        return {"input": "arch", "features": "the network graph of each cell (leti.features.graph.network_dense)",
+                "node_features": list(graphs.network_node_types(self.space)) + list(graphs.NETWORK_FLAGS)}
+
+    def save_state(self, folder: Path) -> None:
+        """The trunk travels with the head: the saved folder predicts on its own."""
+        if self.head is None:
+            raise RuntimeError("transfer predictor is not fitted")
+        self._model().save(folder / "pretrained")
+        (folder / HEAD).write_text(json.dumps(asdict(self.head)))
+
+    def load_state(self, folder: Path) -> None:
+        self.pretrained = Pretrained.load(folder / "pretrained")
+        self.head = Head(**json.loads((folder / HEAD).read_text()))
+
+
+# --- the few-shot protocol --------------------------------------------------------------------------------
+
+
+def ridge_baseline(source_log: np.ndarray, y_log: np.ndarray, penalties: Sequence[float] = PENALTIES) -> tuple[np.ndarray, float]:
+    """The baseline the literature measures transfer against: ridge regression of the target's log
+    latency on the sources' log latencies, fitted on the shots (intercept free, penalty by leave-one-out).
+    ``source_log`` is ``(sources, shots)``; returns the coefficients (intercept first) and the penalty."""
+    X = np.c_[np.ones(source_log.shape[1]), source_log.T]
+    best: tuple[float, np.ndarray, float] | None = None
+    scale = np.eye(X.shape[1])
+    scale[0, 0] = 0.0  # the intercept is not penalised
+    for penalty in penalties:
+        inverse = np.linalg.pinv(X.T @ X + penalty * scale)
+        coef = inverse @ X.T @ y_log
+        hat = X @ inverse @ X.T
+        loo = (y_log - X @ coef) / np.clip(1.0 - np.diag(hat), 1e-6, None)
+        error = float(np.mean(loo**2))
+        if best is None or error < best[0] - 1e-12:
+            best = (error, coef, penalty)
+    assert best is not None
+    return best[1], best[2]
+
+
+def evaluate(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarray, shots: int, seed: int,
+             design: str = "auto") -> dict[str, Any]:
+    """Adapt ``pretrained`` to a target from ``shots`` of its cells and score every other cell.
+
+    ``archs``/``latency_ms`` are the target's measured valid cells. The shots are chosen among them
+    by ``design`` (seeded); the metrics are ``leti evaluate``'s on the cells outside the shots, plus
+    ``spearman_all`` over every cell, shots included (NASFLAT's rule), and the timings."""
+    from leti.metrics import regression_metrics
+
+    archs, latency_ms = list(archs), np.asarray(latency_ms, dtype=np.float64)
+    if shots > len(archs) - 2:
+        raise ValueError(f"{shots} shots leave fewer than 2 of the target's {len(archs)} cells to score")
+    embedding = pretrained.embed(archs)
+    chosen = design_shots(embedding, shots, seed, design)
+    rest = np.setdiff1d(np.arange(len(archs)), chosen)
+    weight, bias = pretrained.heads()
+    start = time.perf_counter()
+    head = adapt(embedding[chosen], latency_ms[chosen], weight, bias)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    predicted = np.exp(embedding @ np.asarray(head.weight) + head.bias)
+    predict_seconds = time.perf_counter() - start
+    metrics = regression_metrics(latency_ms[rest], predicted[rest])
+    return {
+        **metrics, "spearman_all": regression_metrics(latency_ms, predicted)["spearman"],
+        "n_train": int(shots), "n_val": 0, "n_test": int(len(rest)), "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds, "predictor": "transfer", "shots": int(shots), "design": design,
+        "penalty": head.penalty, "shot_archs": [archs[i] for i in chosen],
+    }
+
+
+def default_cache() -> Path:
+    """Where pretrained models are kept by data digest: ``$LETI_CACHE_DIR/transfer`` (the project's ``.cache``)."""
+    from leti.project import cache_dir
+
+    return cache_dir() / "transfer"
+
+
+def target_space(store: str | Path, device: str, space: str | None) -> str:
+    """The space of a device's rows: the one it has, or ``space`` when it has several (then required)."""
+    from leti import spaces
+    from leti.store import reader
+
+    found = reader.device_spaces(store, device)
+    if space is not None:
+        space = spaces.get(space).NAME
+        if space not in found:
+            raise KeyError(f"device {device!r} has no {space} cells in {store} (spaces there: {', '.join(found)})")
+        return space
+    if len(found) != 1:
+        raise ValueError(f"device {device!r} has cells of {', '.join(found)} in {store}; name one with --space")
+    return found[0]
+
+
+def source_matrix(store: str | Path, sources: Sequence[str], space: str, policy: Any) -> Any:
+    """The sources' latencies of ``space`` (``reader.DeviceMatrix``), each source required to have them."""
+    from leti.store import reader
+
+    for device in sources:
+        try:
+            found = reader.device_spaces(store, device)
+        except KeyError as error:
+            raise KeyError(f"source device {device!r} is not in {store}: {error.args[0]}") from None
+        if space not in found:
+            raise ValueError(f"source device {device!r} has no {space} cells in {store} (it has {', '.join(found)}): "
+                             f"the sources must cover the target's space")
+    return reader.read_devices([store], space, policy, sources)
+
+
+def ridge_scores(pretrained: Pretrained, matrix: Any, archs: Sequence[str], latency_ms: np.ndarray,
+                 shot_archs: Sequence[str]) -> dict[str, float]:
+    """The ridge baseline on the same shots and test cells (``ridge_*`` metrics): the sources' measured
+    log latencies where they have the cell, the pretrained heads' predictions where they do not."""
+    from leti.metrics import regression_metrics
+
+    index = {arch: i for i, arch in enumerate(matrix.archs)}
+    columns = [index.get(arch, -1) for arch in archs]
+    measured = np.where(np.array(columns)[None, :] >= 0, matrix.latency_ms[:, np.maximum(columns, 0)], np.nan)
+    predicted = pretrained.predict_sources(list(archs))
+    sources = np.log(np.where(np.isfinite(measured), measured, predicted))
+    shots = np.isin(np.asarray(archs), np.asarray(shot_archs))
+    coef, _ = ridge_baseline(sources[:, shots], np.log(latency_ms[shots]))
+    estimate = np.exp(coef[0] + coef[1:] @ sources)
+    return {f"ridge_{key}": value for key, value in regression_metrics(latency_ms[~shots], estimate[~shots]).items()}
+
+
+def registered_name(space: str) -> str:
+    """The registered pretrained model of a space; its ``champion`` alias is what ``leti adapt`` starts from."""
+    return f"leti-pretrained-{space}"
+
+
+def resolve_pretrained(uri: str | None, space: str) -> Path:
+    """The folder of a pretrained model: ``uri`` itself when it is one, else the MLflow model it names
+    (default: ``models:/leti-pretrained-<space>@champion``), downloaded by MLflow."""
+    if uri is not None and Path(uri).is_dir():
+        return Path(uri)
+    from leti import api
+
+    uri = uri or f"models:/{registered_name(space)}@champion"
+    try:
+        model = api.load_pyfunc(uri, device="", space=space)
+    except api.MissingModelError:
+        raise FileNotFoundError(f"no pretrained model {uri}: `dvc repro pretrain` registers one (or pass a folder)") from None
+    python_model = model.unwrap_python_model()
+    if getattr(python_model, "predictor", True) is not None:
+        raise ValueError(f"{uri} is a device's predictor, not a pretrained transfer model")
+    return python_model.folder
+
+
+def leave_one_out(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarray) -> np.ndarray:
+    """Each shot predicted by the head adapted to the other shots: an honest score from the shots alone."""
+    embedding = pretrained.embed(list(archs))
+    weight, bias = pretrained.heads()
+    latency_ms = np.asarray(latency_ms, dtype=np.float64)
+    predicted = np.empty(len(archs))
+    for i in range(len(archs)):
+        keep = np.arange(len(archs)) != i
+        head = adapt(embedding[keep], latency_ms[keep], weight, bias)
+        predicted[i] = np.exp(embedding[i] @ np.asarray(head.weight) + head.bias)
+    return predicted
