@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from leti.predictors import transfer
     from leti.store import reader
     from leti.tracking import training
+    from leti.tracking import transfer as transfer_tracking
 
     space = spaces.get(transfer.target_space(args.latency, args.device, args.space))
     policy = reader.ReadPolicy(statistic=args.statistic, configuration=args.config or reader.ONLY)
@@ -41,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     shots = cells.archs
     if args.shots_file is not None:
         shots = read_shots(args.shots_file, space, set(cells.archs), args.device)
-    folder = transfer.resolve_pretrained(args.pretrained, space.NAME)
-    outcome = training.adapt(cells, shots, folder, args.pretrained or f"models:/{transfer.registered_name(space.NAME)}@champion",
+    folder = transfer_tracking.resolve_pretrained(args.pretrained, space.NAME)
+    outcome = training.adapt(cells, shots, folder, args.pretrained or f"models:/{transfer_tracking.registered_name(space.NAME)}@champion",
                              str(args.latency / args.device if (args.latency / args.device).is_dir() else args.latency))
     print(json.dumps(outcome))
     return 0

@@ -31,9 +31,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from leti import spaces
     from leti.predictors import transfer
+    from leti.tracking import transfer as transfer_tracking
 
     space = spaces.get(args.space)
-    pretrained = transfer.Pretrained.load(transfer.resolve_pretrained(args.pretrained, space.NAME))
+    pretrained = transfer.Pretrained.load(transfer_tracking.resolve_pretrained(args.pretrained, space.NAME))
     if pretrained.space != space.NAME:
         raise ValueError(f"the pretrained model learned {pretrained.space} cells, not {space.NAME}")
     candidates = space.sample_valid(min(args.candidates, space.VALID_CELLS), seed=args.seed)

@@ -502,29 +502,6 @@ def ridge_scores(pretrained: Pretrained, matrix: Any, archs: Sequence[str], late
     return {f"ridge_{key}": value for key, value in regression_metrics(latency_ms[~shots], estimate[~shots]).items()}
 
 
-def registered_name(space: str) -> str:
-    """The registered pretrained model of a space; its ``champion`` alias is what ``leti adapt`` starts from."""
-    return f"leti-pretrained-{space}"
-
-
-def resolve_pretrained(uri: str | None, space: str) -> Path:
-    """The folder of a pretrained model: ``uri`` itself when it is one, else the MLflow model it names
-    (default: ``models:/leti-pretrained-<space>@champion``), downloaded by MLflow."""
-    if uri is not None and Path(uri).is_dir():
-        return Path(uri)
-    from leti import api
-
-    uri = uri or f"models:/{registered_name(space)}@champion"
-    try:
-        model = api.load_pyfunc(uri, device="", space=space)
-    except api.MissingModelError:
-        raise FileNotFoundError(f"no pretrained model {uri}: `dvc repro pretrain` registers one (or pass a folder)") from None
-    python_model = model.unwrap_python_model()
-    if getattr(python_model, "predictor", True) is not None:
-        raise ValueError(f"{uri} is a device's predictor, not a pretrained transfer model")
-    return python_model.folder
-
-
 def leave_one_out(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarray) -> np.ndarray:
     """Each shot predicted by the head adapted to the other shots: an honest score from the shots alone."""
     embedding = pretrained.embed(list(archs))

@@ -1,0 +1,167 @@
+"""Few-shot transfer to a new device: the evaluate-transfer contract, plan-shots, adapt and its
+registration, and bad input, on a latency store the test writes (synthetic devices with known latencies)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leti.cli import main
+from leti.metrics import regression_metrics
+from leti.predictors import transfer
+from leti.spaces import nb101, nb201
+from leti.store import parts
+
+CELLS = nb201.sample_valid(400, seed=1)
+COST = {"none": 0.0, "skip_connect": 0.05, "nor_conv_1x1": 0.3, "nor_conv_3x3": 0.8, "avg_pool_3x3": 0.4}
+SMALL = ["--set", "hidden=32", "--set", "layers=2", "--set", "epochs=25", "--set", "batch_size=32", "--set", "lr=0.003"]
+
+
+def pruned_ms(arch: str, scale: float, pool: float) -> float:
+    """A device that runs the cell's live ops (BRP-NAS's graph), pools ``pool`` times the table's cost."""
+    ops = Counter(op for op in nb201.graph(arch).nodes[1:-1] if op)
+    return scale * (1.0 + sum(COST[op] * n * (pool if op == "avg_pool_3x3" else 1.0) for op, n in ops.items()))
+
+
+def eager_ms(arch: str, scale: float) -> float:
+    """A device that runs every op, dead ones included (an eager runtime)."""
+    return scale * (1.5 + sum(COST[op] for op in nb201.parse(arch)))
+
+
+DEVICES = {"gpu-a": lambda a: pruned_ms(a, 1.0, 1.0), "gpu-b": lambda a: pruned_ms(a, 2.0, 0.5),
+           "cpu-a": lambda a: eager_ms(a, 3.0), "cpu-b": lambda a: eager_ms(a, 1.2) + pruned_ms(a, 0.3, 2.0),
+           "target": lambda a: 0.6 * pruned_ms(a, 1.5, 0.8) + 0.4 * eager_ms(a, 2.0)}
+
+
+def write_store(store: Path) -> Path:
+    for device, latency in DEVICES.items():
+        rows = [{"space": "nb201", "arch": arch, "device": device, "backend": "published", "source": "test", "config_id": "published",
+                 "runs": 1, "samples_ms": [], "median_ms": latency(arch), "iqm_ms": None, "mean_ms": latency(arch),
+                 "min_ms": latency(arch), "error": None, "measured_at": datetime(2026, 1, 1, tzinfo=timezone.utc)} for arch in CELLS]
+        parts.write_part(rows, store, device)
+    return store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_store(tmp_path_factory.mktemp("transfer") / "store")
+
+
+def evaluate(store: Path, out: Path, *extra: str, sources: str = "gpu-a,gpu-b,cpu-a,cpu-b", target: str = "target",
+             shots: int = 10) -> int:
+    return main(["evaluate-transfer", "--latency", str(store), "--source-devices", sources, "--target-device", target,
+                 "--shots", str(shots), "--seed", "0", "--output", str(out), "--cache", str(out.parent / "cache"), *SMALL, *extra])
+
+
+def test_the_contract_scores_every_cell_outside_the_shots_and_pretrains_once(store: Path, tmp_path: Path, capsys) -> None:
+    assert evaluate(store, tmp_path / "m.json") == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert {"acc_1pct", "acc_5pct", "acc_10pct", "rmse_ms", "mape", "spearman", "kendall", "n_train", "n_val", "n_test",
+            "fit_seconds", "predict_seconds", "predictor", "shots"} <= set(metrics)
+    assert (metrics["shots"], metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (10, 10, 0, 390)
+    assert metrics["predictor"] == "transfer" and metrics["space"] == "nb201" and not metrics["pretrain_cached"]
+    assert metrics["spearman"] > 0.95 and metrics["acc_10pct"] > 80  # the target is a mix of the sources' kinds
+    assert metrics["ridge_spearman"] > 0.9  # the baseline, on the same shots and cells
+    assert evaluate(store, tmp_path / "again.json", target="cpu-b", sources="gpu-a,gpu-b,cpu-a,target") == 0
+    assert json.loads((tmp_path / "again.json").read_text())["pretrain_cached"] is False  # other sources: pretrained anew
+    assert evaluate(store, tmp_path / "k20.json", shots=20) == 0
+    again = json.loads((tmp_path / "k20.json").read_text())
+    assert again["pretrain_cached"] is True and again["pretrained"] == metrics["pretrained"]  # same sources: from the cache
+    assert again["n_test"] == 380
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"sources": "gpu-a,target"}, "target device 'target' is also a source"),
+    ({"sources": "gpu-a,tpu-z"}, "source device 'tpu-z' is not in"),
+    ({"shots": 399}, "--shots 399: target 'target' has 400 valid nb201 cells, too few to leave 2 to score"),
+    ({"target": "nowhere"}, "unknown device 'nowhere'"),
+])
+def test_bad_input_is_one_line_naming_it_and_nothing_is_written(store: Path, tmp_path: Path, capsys, change, message) -> None:
+    assert evaluate(store, tmp_path / "m.json", **change) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("leti evaluate-transfer: error:") and message in error[0], error
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_sources_that_do_not_cover_the_targets_space_are_one_line(tmp_path: Path, capsys) -> None:
+    store = write_store(tmp_path / "store")
+    archs = nb101.sample_valid(5, seed=2)
+    rows = [{"space": "nb101", "arch": arch, "device": "nb101-board", "backend": "published", "source": "test", "config_id": "p",
+             "runs": 1, "samples_ms": [], "median_ms": 1.0 + i, "iqm_ms": None, "mean_ms": 1.0, "min_ms": 1.0, "error": None,
+             "measured_at": datetime(2026, 1, 1, tzinfo=timezone.utc)} for i, arch in enumerate(archs)]
+    parts.write_part(rows, store, "nb101-board")
+    assert evaluate(store, tmp_path / "m.json", sources="gpu-a,nb101-board") == 2
+    error = capsys.readouterr().err.strip()
+    assert "source device 'nb101-board' has no nb201 cells" in error and "the sources must cover the target's space" in error
+
+
+@pytest.fixture(scope="module")
+def pretrained(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from leti.store import reader
+
+    matrix = reader.read_devices([store], "nb201", devices=["gpu-a", "gpu-b", "cpu-a", "cpu-b"])
+    config = transfer.PretrainConfig(hidden=32, layers=2, epochs=25, batch_size=32, lr=0.003)
+    return transfer.pretrain("nb201", matrix.archs, matrix.latency_ms, matrix.devices, config).save(
+        tmp_path_factory.mktemp("pretrained"))
+
+
+def test_plan_shots_then_adapt_registers_the_device_and_predict_answers(store: Path, pretrained: Path, tmp_path: Path,
+                                                                        monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["plan-shots", "--space", "nb201", "--shots", "12", "--output", "cells.txt", "--pretrained", str(pretrained)]) == 0
+    planned = Path("cells.txt").read_text().split()
+    assert len(set(planned)) == 12 and all(nb201.is_valid(arch) for arch in planned)
+    # The device measured its planned cells (here: its cells of the store that were planned, plus three of its own).
+    shots = [arch for arch in planned if arch in set(CELLS)][:9] + CELLS[:3]
+    Path("shots.txt").write_text("\n".join(shots) + "\n")
+    capsys.readouterr()
+    assert main(["adapt", "--device", "target", "--latency", str(store), "--shots-file", "shots.txt", "--pretrained", str(pretrained)]) == 0
+    outcome = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert outcome["registered"] and outcome["shots"] == len(shots) and outcome["model"] == "models:/leti-nb201-target@champion"
+    assert main(["predict", "--device", "target", *CELLS[200:210]]) == 0
+    answers = [json.loads(line)["predicted_ms"] for line in capsys.readouterr().out.strip().splitlines()]
+    measured = np.array([DEVICES["target"](arch) for arch in CELLS[200:210]])
+    assert regression_metrics(measured, np.array(answers))["acc_10pct"] >= 70
+
+
+def test_a_bad_shots_file_is_one_line_naming_the_line(store: Path, pretrained: Path, tmp_path: Path, capsys) -> None:
+    unmeasured = next(arch for arch in nb201.sample_valid(600, seed=9) if arch not in set(CELLS))
+    for text, message in ((f"{CELLS[0]}\n|nor_conv_9x9~0|+\n", "shots.txt:2: malformed nb201 cell '|nor_conv_9x9~0|+'"),
+                          (f"{CELLS[0]}\n{unmeasured}\n", f"shots.txt:2: cell {unmeasured} has no measurement of 'target'")):
+        (tmp_path / "shots.txt").write_text(text)
+        code = main(["adapt", "--device", "target", "--latency", str(store), "--shots-file", str(tmp_path / "shots.txt"),
+                     "--pretrained", str(pretrained)])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(error) == 1 and message in error[0], error
+
+
+def test_adapting_to_a_source_is_refused(store: Path, pretrained: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["adapt", "--device", "gpu-a", "--latency", str(store), "--pretrained", str(pretrained)]) == 2
+    assert "device 'gpu-a' is one of the pretrained model's sources" in capsys.readouterr().err
+
+
+def test_adapt_and_design_on_known_values(pretrained: Path) -> None:
+    model = transfer.Pretrained.load(pretrained)
+    weight, bias = model.heads()
+    embedding = model.embed(CELLS)
+    # A target that is exactly a source's head (in ms) is recovered from 6 shots.
+    log_target = (embedding @ weight[1] + bias[1]) * model.scale[1] + model.shift[1]
+    head = transfer.adapt(embedding[:6], np.exp(log_target[:6]), weight, bias)
+    np.testing.assert_allclose(embedding[6:] @ np.asarray(head.weight) + head.bias, log_target[6:], atol=0.05)
+    for design in ("kmeans", "fps", "random"):
+        chosen = transfer.design_shots(embedding, 8, seed=0, method=design)
+        assert len(set(chosen)) == 8 and chosen.max() < len(CELLS)
+    assert list(transfer.design_shots(embedding, 8, seed=0, method="fps")) == list(transfer.design_shots(embedding, 8, seed=0, method="fps"))
+    with pytest.raises(ValueError, match="unknown shot design 'best'"):
+        transfer.design_shots(embedding, 8, method="best")
+    with pytest.raises(ValueError, match="at least 3 measured cells"):
+        transfer.adapt(embedding[:2], np.ones(2), weight, bias)
