@@ -1,0 +1,217 @@
+"""Few-shot transfer to new devices on the shared NAS-Bench-201 data: leti's tables over k, splits and seeds.
+
+    python benchmarks/transfer_report.py run --stores data/help data/latbench --output benchmarks/results/transfer
+    python benchmarks/transfer_report.py single --stores data/help data/latbench --output benchmarks/results/transfer
+    python benchmarks/transfer_report.py report --output benchmarks/results/transfer
+
+`run`: for each split (below), pretrain once on its sources (cached by data digest), then for every
+target, k in --shots and seed in --seeds: adapt from k designed shots and score every other valid
+cell (Spearman, acc@10; also NASFLAT's Spearman over every cell), and the ridge baseline on the same
+shots. Rows are appended to ``transfer.jsonl`` as they finish, so a stopped run resumes. `single`: the
+900-cell single-device GCN (leti's defaults; 900 train / 100 validation / rest test) per target, and
+transfer with 900 random shots on the same split. `report`: ``report.md`` with mean ± std tables.
+
+Splits of the 28 shared devices (21 HELP, 7 LatBench):
+- ``same-kind``: four folds of mixed devices; pretrain on three, adapt to each device of the fourth;
+- ``cross-kind``: sources the desktop GPUs (HELP's five GPUs at every batch size and LatBench's GTX
+  1080 Ti); targets every LatBench mobile or edge device and HELP's phones;
+- ``mobile``: sources every HELP device; targets every LatBench device;
+- ``help``: HELP's own meta-training devices as sources; every device that is neither HELP's
+  meta-training nor meta-validation device as a target (HELP's meta-test devices are not in the
+  shared data, so this is not HELP's test set).
+Nothing here was tuned on these targets: the method's choices were made on validation devices of
+the study behind leti/predictors/transfer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from leti.metrics import regression_metrics
+from leti.predictors import evaluation, transfer
+from leti.store import reader
+
+HELP_GPUS = [f"{gpu}_{batch}" for gpu in ("1080ti", "2080ti", "titan_rtx", "titanx", "titanxp") for batch in (1, 32, 256)]
+HELP_PHONES = ["pixel3", "samsung_a50", "samsung_s7", "essential_ph_1"]
+HELP_TRAIN = ["1080ti_1", "1080ti_32", "1080ti_256", "silver_4114", "silver_4210r", "samsung_a50", "pixel3", "essential_ph_1", "samsung_s7"]
+HELP_VALIDATION = ["titanx_1", "titanx_32", "titanx_256", "gold_6240"]
+LATBENCH_GPU = "desktop-gpu-gtx-1080ti-fp32"
+
+
+def kind(device: str) -> str:
+    """gpu (desktop), cpu (server), phone, or edge (LatBench's mobile and embedded devices)."""
+    if device == LATBENCH_GPU or device.startswith(("1080ti", "2080ti", "titan")):
+        return "gpu"
+    if device.startswith(("gold", "silver")):
+        return "cpu"
+    return "phone" if device in HELP_PHONES else "edge"
+
+
+def short(device: str) -> str:
+    """The study's short names, whose order dealt the folds (LatBench's long names sort otherwise)."""
+    parts = device.split("-")
+    return f"lb_{parts[1]}_{parts[-2]}" if device.count("-") >= 3 else device
+
+
+def splits(devices: list[str]) -> dict[str, list[tuple[list[str], list[str]]]]:
+    """Split name -> [(sources, targets), ...] over the devices present."""
+    latbench = sorted((d for d in devices if d.count("-") >= 3), key=short)
+    help_devices = sorted(d for d in devices if d not in latbench)
+    order = sorted(devices, key=lambda d: (["gpu", "cpu", "phone", "edge"].index(kind(d)), short(d)))
+    folds = [order[i::4] for i in range(4)]  # kinds dealt round-robin: every fold mixes them
+    gpus = [d for d in order if kind(d) == "gpu"]
+    return {
+        "same-kind": [([d for d in devices if d not in fold], fold) for fold in folds],
+        "cross-kind": [(gpus, [d for d in latbench if d != LATBENCH_GPU] + [d for d in HELP_PHONES if d in devices])],
+        "mobile": [(help_devices, latbench)],
+        "help": [([d for d in HELP_TRAIN if d in devices], [d for d in devices if d not in HELP_TRAIN + HELP_VALIDATION])],
+    }
+
+
+def done_keys(path: Path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    return {tuple(json.loads(line)["key"]) for line in path.read_text().splitlines() if line.strip()}
+
+
+def append(path: Path, row: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "transfer.jsonl"
+    done = done_keys(rows_path)
+    matrix = reader.read_devices(args.stores, "nb201", reader.ReadPolicy(configuration=reader.NEWEST))
+    config = transfer.PretrainConfig()
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+    for name, folds in splits(matrix.devices).items():
+        if args.split and name not in args.split:
+            continue
+        for fold, (sources, targets) in enumerate(folds):
+            rows = [matrix.devices.index(d) for d in sources]
+            pretrained, hit = transfer.cached(transfer.default_cache(), "nb201", matrix.archs, matrix.latency_ms[rows], sources, config)
+            if not hit:
+                timings[f"pretrain {name} fold {fold} ({len(sources)} devices)"] = pretrained.train_seconds
+                (out / "timings.json").write_text(json.dumps(timings, indent=2))
+            print(f"{name} fold {fold}: {len(sources)} sources, {'cached' if hit else f'{pretrained.train_seconds:.0f} s'}", flush=True)
+            for target in targets:
+                y = matrix.row(target)
+                keep = np.isfinite(y)
+                archs, latency = [a for a, k in zip(matrix.archs, keep) if k], y[keep]
+                for k in args.shots:
+                    for seed in args.seeds:
+                        key = (name, fold, target, k, seed, args.design)
+                        if key in done:
+                            continue
+                        metrics = transfer.evaluate(pretrained, archs, latency, k, seed, args.design)
+                        ridge = transfer.ridge_scores(pretrained, reader.DeviceMatrix("nb201", sources, matrix.archs, matrix.latency_ms[rows],
+                                                                                       {}, {}), archs, latency, metrics["shot_archs"])
+                        append(rows_path, {"key": list(key), "split": name, "fold": fold, "target": target, "k": k, "seed": seed,
+                                           "design": args.design, "sources": len(sources),
+                                           **{m: metrics[m] for m in ("spearman", "spearman_all", "acc_10pct", "acc_5pct", "fit_seconds")},
+                                           "ridge_spearman": ridge["ridge_spearman"], "ridge_acc_10pct": ridge["ridge_acc_10pct"]})
+    start = time.perf_counter()
+    everything = transfer.Pretrained.load(next(transfer.default_cache().glob("*/"))).embed(
+        __import__("leti.spaces", fromlist=["nb201"]).nb201.all_arch_strings())
+    timings["embed all 15625 cells (s)"] = time.perf_counter() - start
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    del everything
+
+
+def single(args: argparse.Namespace) -> None:
+    """The 900-cell single-device GCN per target, and transfer from the same 900 cells (random shots)."""
+    from leti import predictors
+
+    out = Path(args.output)
+    rows_path = out / "single.jsonl"
+    done = done_keys(rows_path)
+    matrix = reader.read_devices(args.stores, "nb201", reader.ReadPolicy(configuration=reader.NEWEST))
+    config = transfer.PretrainConfig()
+    targets = {t: (name, s) for name, folds in splits(matrix.devices).items() if name in ("same-kind", "cross-kind")
+               for s, ts in folds for t in ts}
+    for target, (name, sources) in sorted(targets.items()):
+        y = matrix.row(target)
+        keep = np.isfinite(y)
+        archs, latency = [a for a, k in zip(matrix.archs, keep) if k], y[keep]
+        for seed in args.seeds:
+            key = (target, seed)
+            if key in done:
+                continue
+            parts = evaluation.split(len(archs), 900, 100, seed)
+            gcn = predictors.make_predictor("gcn", **predictors.with_defaults("gcn", {}, {"seed": seed, "space": "nb201"}))
+            gcn_metrics = evaluation.evaluate(gcn, archs, latency, parts).metrics
+            rows = [matrix.devices.index(d) for d in sources]
+            pretrained, _ = transfer.cached(transfer.default_cache(), "nb201", matrix.archs, matrix.latency_ms[rows], sources, config)
+            model = transfer.TransferPredictor(space="nb201")
+            model.pretrained = pretrained
+            train = [archs[i] for i in parts.train]
+            model.fit(train, latency[parts.train])
+            test = [archs[i] for i in parts.test]
+            transfer_metrics = regression_metrics(latency[parts.test], model.predict(test))
+            append(rows_path, {"key": list(key), "target": target, "seed": seed, "split": name,
+                               "gcn_acc_10pct": gcn_metrics["acc_10pct"], "gcn_spearman": gcn_metrics["spearman"],
+                               "transfer900_acc_10pct": transfer_metrics["acc_10pct"], "transfer900_spearman": transfer_metrics["spearman"]})
+            print(f"{target} seed {seed}: gcn {gcn_metrics['acc_10pct']:.1f}, transfer-900 {transfer_metrics['acc_10pct']:.1f}", flush=True)
+
+
+def mean_std(values: list[float], digits: int = 3) -> str:
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else "—"
+
+
+def report(args: argparse.Namespace) -> None:
+    out = Path(args.output)
+    rows = [json.loads(line) for line in (out / "transfer.jsonl").read_text().splitlines() if line.strip()]
+    single_rows = [json.loads(line) for line in (out / "single.jsonl").read_text().splitlines()] if (out / "single.jsonl").exists() else []
+    lines = ["# Few-shot transfer on the shared NAS-Bench-201 devices", "",
+             "Spearman over every target cell outside the k shots (mean ± std over targets × seeds); NASFLAT's rule "
+             "(every cell) in brackets; acc@10 %; the ridge baseline on the same shots. Produced by `benchmarks/transfer_report.py`.", ""]
+    for split in ("same-kind", "cross-kind", "mobile", "help"):
+        mine = [r for r in rows if r["split"] == split]
+        if not mine:
+            continue
+        targets = sorted({r["target"] for r in mine})
+        lines += [f"## {split} ({len(targets)} targets: {', '.join(targets)})", "",
+                  "| k | transfer Spearman | (all cells) | transfer acc@10 % | ridge Spearman | ridge acc@10 % |", "|---|---|---|---|---|---|"]
+        for k in sorted({r["k"] for r in mine}):
+            at = [r for r in mine if r["k"] == k]
+            lines.append(f"| {k} | {mean_std([r['spearman'] for r in at])} | ({mean_std([r['spearman_all'] for r in at])}) | "
+                         f"{mean_std([r['acc_10pct'] for r in at], 1)} | {mean_std([r['ridge_spearman'] for r in at])} | "
+                         f"{mean_std([r['ridge_acc_10pct'] for r in at], 1)} |")
+        lines += ["", "| target | k=10 Spearman | k=50 acc@10 % | 900-cell GCN acc@10 % | transfer, 900 shots, acc@10 % |", "|---|---|---|---|---|"]
+        for target in targets:
+            k10 = [r["spearman"] for r in mine if r["target"] == target and r["k"] == 10]
+            k50 = [r["acc_10pct"] for r in mine if r["target"] == target and r["k"] == 50]
+            gcn = [r["gcn_acc_10pct"] for r in single_rows if r["target"] == target]
+            t900 = [r["transfer900_acc_10pct"] for r in single_rows if r["target"] == target]
+            lines.append(f"| {target} | {mean_std(k10)} | {mean_std(k50, 1)} | {mean_std(gcn, 1)} | {mean_std(t900, 1)} |")
+        lines.append("")
+    if (out / "timings.json").exists():
+        lines += ["## Timings (this 2-core VM, one thread)", ""]
+        lines += [f"- {name}: {value:.2f} s" for name, value in json.loads((out / "timings.json").read_text()).items()]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["run", "single", "report"])
+    parser.add_argument("--stores", nargs="+", default=["data/help", "data/latbench"])
+    parser.add_argument("--output", default="benchmarks/results/transfer")
+    parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20, 50, 100])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--design", default="auto")
+    parser.add_argument("--split", action="append", help="only these splits (repeatable)")
+    args = parser.parse_args()
+    {"run": run, "single": single, "report": report}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
