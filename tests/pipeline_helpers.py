@@ -62,6 +62,9 @@ def tiny_params(params: dict) -> dict:
         train_size=60, val_size=20,
         predictors={"linear": {}, "gcn": {"hidden": 16, "layers": 2, "batch_size": 16, "epochs": 2, "precision": "float32"}},
     )
+    # Transfer: a pretrained model as small as it gets, adapted from 3 of the tiny sample's cells
+    params["transfer"]["pretrain"].update(hidden=16, layers=2, epochs=1, batch_size=256, max_cells=500)
+    params["transfer"]["shots"] = 3
     return params
 
 

@@ -222,7 +222,7 @@ def test_a_phone_that_vanishes_mid_campaign_keeps_what_was_measured(phone, tiny_
 
 def test_the_stand_in_phones_scripted_slowdown_is_detected_and_corrected(phone, tiny_device_config, tmp_path) -> None:
     """Benchmark calls: sentinel, cell, sentinel, (again) cell, sentinel. From the 3rd on, the phone reports every timing
-    three times as long and thermal status 2 (throttling): the first chunk's sentinel triples, so that chunk
+    five times as long and thermal status 2 (throttling): the first chunk's sentinel jumps fivefold, so that chunk
     is measured again, and the corrected rows come back near the undisturbed run's. The stand-in's
     timings are this shared CPU's, so the test uses a slowdown far above their noise; the 20 % / 2 %
     figures are `benchmarks/drift.py`'s, on a quiet machine."""
@@ -230,7 +230,7 @@ def test_the_stand_in_phones_scripted_slowdown_is_detected_and_corrected(phone, 
     device = tiny_device_config("android-adb", options=phone["options"], runs=30, input_size=16, channels=16)
     policy = SentinelPolicy(threshold=0.5, max_attempts=2)
     campaign.run_campaign(ARCHS[:1], device, tmp_path / "calm", part_size=1, progress=False, policy=policy, order_seed=None)
-    (phone["root"] / ".slowdown").write_text(json.dumps({"after": 2, "runs": 100, "factor": 3.0}))
+    (phone["root"] / ".slowdown").write_text(json.dumps({"after": 2, "runs": 100, "factor": 5.0}))
     campaign.run_campaign(ARCHS[:1], device, tmp_path / "slow", part_size=1, progress=False, policy=policy, order_seed=None)
     rows = tables.read(tmp_path / "slow", tables.LATENCY).filter(pl.col("role").is_null()).sort("measured_at")
     assert rows["attempt"].to_list() == [1, 2] and rows["drifted"].to_list() == [True, False]  # detected, measured again
