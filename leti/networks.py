@@ -62,7 +62,11 @@ def resolve(spec: str, name: str | None = None) -> ModelSource:
         if not path.is_file():
             raise ModelError(f"{spec}: no such {FILE_KINDS[suffix]} file")
         return ModelSource(name or path.stem, FILE_KINDS[suffix], str(path.resolve()))
-    if "/" in spec or suffix:
+    from leti import model_set
+
+    if spec in model_set.by_name():
+        return ModelSource(name or spec, "variant", spec)
+    if "/" in spec or (suffix and not suffix[1:].isdigit()):
         raise ModelError(f"{spec}: not a model file leti runs (use .onnx or .tflite) nor a torchvision builder name")
     known = torchvision_names()
     if spec not in known:
@@ -91,6 +95,8 @@ def load(source: ModelSource, batch: int, input_shape: Sequence[int] | None = No
     """Build or read the model and its example input (``batch`` x ``input_shape``)."""
     if source.kind == "torchvision":
         return _torchvision_model(source, batch, tuple(input_shape or DEFAULT_INPUT), seed)
+    if source.kind == "variant":
+        return _variant_model(source, batch, input_shape, seed)
     if source.kind == "onnx":
         return _onnx_model(source, batch, input_shape, seed)
     return _tflite_model(source, batch, input_shape, seed)
@@ -113,6 +119,27 @@ def _torchvision_model(source: ModelSource, batch: int, input_shape: tuple[int, 
         details={"source": "torchvision", "builder": source.location, "torchvision": definition["torchvision"],
                  "weights": f"random (torch.manual_seed({seed}))"},
     )
+
+
+def _variant_model(source: ModelSource, batch: int, input_shape: Sequence[int] | None, seed: int) -> Model:
+    """A variant of the model set (``leti.model_set``); its resolution is its default input."""
+    from leti import model_set
+    from leti.torchvision_compat import import_torchvision
+
+    variant = model_set.by_name()[source.location]
+    torch.manual_seed(seed)
+    network = variant.make().eval()
+    shape = tuple(input_shape or (3, variant.resolution, variant.resolution))
+    example = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+    try:
+        flops = count_flops(network, example)
+    except Exception as error:  # noqa: BLE001 - a shape the network rejects, said once with the model's name
+        raise ModelError(f"{source.name}: cannot run at input {list(example.shape)} ({type(error).__name__}: {error})") from error
+    version = import_torchvision().__version__.split("+")[0]
+    definition = {"torchvision": version, "variant": variant.name, "network": repr(network)}
+    return Model(source, example, sha256_text(json.dumps(definition, sort_keys=True)), flops, count_params(network), network=network,
+                 details={"source": "leti.model_set", "variant": variant.name, "family": variant.family, "torchvision": version,
+                          "weights": f"random (torch.manual_seed({seed}))"})
 
 
 def sha256_text(text: str) -> str:

@@ -44,7 +44,7 @@ from leti.threads import torch_threads
 
 def check_backend(source: ModelSource, backend: Backend, device: str) -> None:
     """A file runs only on a backend that runs its format; say which do."""
-    if source.kind == "torchvision" or backend.artifact_format == source.kind:
+    if source.kind in ("torchvision", "variant") or backend.artifact_format == source.kind:
         return
     from leti.devices import BACKENDS
 

@@ -1,0 +1,96 @@
+"""Network-level latency prediction on the model set, leaving whole families out.
+
+    python benchmarks/kernel_models.py measure --device torch-cpu --device onnxruntime-cpu --passes 2
+    python benchmarks/kernel_models.py campaign --device onnxruntime-cpu --campaign full
+    python benchmarks/kernel_models.py evaluate --device torch-cpu --device onnxruntime-cpu
+
+``measure`` times every network of ``leti.model_set`` (202 variants of 15 torchvision families) and
+the popular networks of ``params.yaml`` end to end on each device, pass by pass, the devices
+interleaved (pass 1 on every device, then pass 2), so the second pass is the noise floor. It resumes:
+a rerun measures only the passes the store lacks.
+
+``campaign`` runs a device's kernel campaign (fusion tests, samples, adaptive rounds) into the
+benchmark's kernel store, with ``kernels.campaigns.<name>`` of ``params.yaml``, and records its cost.
+
+``evaluate`` fits kernel predictors on the device's kernels only (no network is ever fitted on) and
+compares, per held-out family: the kernel-level sum with the device's fusion rules; the same
+kernels with no fusion (leti's layer-wise view: every op timed alone); the FLOPs line fitted on the
+other families' networks; and the second pass of the measurement (the noise floor). It writes
+``benchmarks/results/kernel_models/``: a Markdown table, per-network predictions and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STORE = ROOT / "benchmarks" / "data"
+RESULTS = ROOT / "benchmarks" / "results" / "kernel_models"
+
+
+def measure(args: argparse.Namespace) -> None:
+    from leti import model_set, networks, params
+    from leti.devices.config import device_from_params
+    from leti.measure import named_models
+
+    popular = params.section("models", args.params)["names"]
+    names = model_set.names(popular)
+    if args.families:
+        names = [name for name in names if model_set.family_of(name) in args.families]
+    sources = [networks.resolve(name) for name in names]
+    store = STORE / "model_latency"
+    for number in range(1, args.passes + 1):
+        for device_name in args.device:
+            device = device_from_params(device_name, args.params)
+            started = time.monotonic()
+            results = named_models.measure_models(sources, device, store, passes=number, progress=not args.quiet)
+            print(json.dumps({"device": device_name, "pass": number, "measured": len(results),
+                              "failed": sum(1 for r in results if r.error), "seconds": round(time.monotonic() - started, 1)}), flush=True)
+
+
+def campaign(args: argparse.Namespace) -> None:
+    from leti import params
+    from leti.devices.config import device_from_params
+    from leti.measure import kernels
+
+    section = params.section("kernels", args.params)
+    settings = kernels.Campaign.from_params(section["campaigns"][args.campaign])
+    for device_name in args.device:
+        device = device_from_params(device_name, args.params)
+        summary = kernels.run_campaign(device, STORE / "kernel_latency", STORE / "fusion_rules", settings, print)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"campaign_{device_name}.json").write_text(json.dumps({**summary, "campaign": args.campaign}, indent=2) + "\n")
+        print(json.dumps(summary), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("measure", "campaign", "evaluate"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--device", action="append", required=True)
+        sub.add_argument("--params", default=str(ROOT / "params.yaml"))
+        sub.add_argument("--quiet", action="store_true")
+        if name == "measure":
+            sub.add_argument("--passes", type=int, default=2)
+            sub.add_argument("--families", nargs="*")
+        if name == "campaign":
+            sub.add_argument("--campaign", default="full")
+    args = parser.parse_args()
+    {"measure": measure, "campaign": campaign, "evaluate": evaluate}[args.command](args)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from kernel_evaluation import run  # noqa: PLC0415 - benchmarks/kernel_evaluation.py, beside this script
+
+    run(args.device, args.params, STORE, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
