@@ -102,6 +102,19 @@ def load(source: ModelSource, batch: int, input_shape: Sequence[int] | None = No
     return _tflite_model(source, batch, input_shape, seed)
 
 
+def network_of(source: ModelSource) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The PyTorch network of a torchvision builder name or a model-set variant (random weights) and
+    its default input without the batch dim."""
+    if source.kind == "variant":
+        from leti import model_set
+
+        variant = model_set.by_name()[source.location]
+        return variant.make().eval(), (3, variant.resolution, variant.resolution)
+    from leti.torchvision_compat import import_torchvision
+
+    return import_torchvision().models.get_model(source.location, weights=None).eval(), DEFAULT_INPUT
+
+
 def _torchvision_model(source: ModelSource, batch: int, input_shape: tuple[int, ...], seed: int) -> Model:
     from leti.torchvision_compat import import_torchvision
 
@@ -128,8 +141,8 @@ def _variant_model(source: ModelSource, batch: int, input_shape: Sequence[int] |
 
     variant = model_set.by_name()[source.location]
     torch.manual_seed(seed)
-    network = variant.make().eval()
-    shape = tuple(input_shape or (3, variant.resolution, variant.resolution))
+    network, default = network_of(source)
+    shape = tuple(input_shape or default)
     example = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
     try:
         flops = count_flops(network, example)
@@ -186,10 +199,11 @@ def random_input(shape: Sequence[int], dtype: torch.dtype, seed: int) -> torch.T
     return torch.randint(0, 100, tuple(shape), generator=generator).to(dtype)
 
 
-def _onnx_model(source: ModelSource, batch: int, input_shape: Sequence[int] | None, seed: int) -> Model:
+def read_onnx(path: Path, batch: int, input_shape: Sequence[int] | None) -> tuple[Any, Any, list[int]]:
+    """The ONNX model in ``path`` (weights left in external files unread), its single data input and
+    the concrete input shape; one ``ModelError`` naming the file when any of it fails."""
     import onnx
 
-    path = Path(source.location)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and others for a foreign file
@@ -200,7 +214,13 @@ def _onnx_model(source: ModelSource, batch: int, input_shape: Sequence[int] | No
         raise ModelError(f"{path}: has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); leti times single-input models")
     tensor = inputs[0].type.tensor_type
     declared = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
-    shape = fill_shape(declared, batch, input_shape, str(path))
+    return model, inputs[0], fill_shape(declared, batch, input_shape, str(path))
+
+
+def _onnx_model(source: ModelSource, batch: int, input_shape: Sequence[int] | None, seed: int) -> Model:
+    path = Path(source.location)
+    model, data_input, shape = read_onnx(path, batch, input_shape)
+    inputs, tensor = [data_input], data_input.type.tensor_type
     dtype = TORCH_DTYPES.get(tensor.elem_type)
     if dtype is None:
         raise ModelError(f"{path}: input element type {tensor.elem_type} is not one leti can feed")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from leti import errors
 
-COMMANDS = ["arch", "measure", "measure_ops", "measure_model", "ingest", "evaluate", "predict"]
+COMMANDS = ["arch", "measure", "measure_ops", "measure_model", "measure_kernels", "ingest", "evaluate", "predict", "predict_model"]
 """Modules of ``leti.cli``, in the order ``leti --help`` lists them."""
 
 

@@ -696,7 +696,7 @@ def anchor_shape(op: Op) -> dict[str, int]:
     if op.kind in CONV_KINDS or op.kind in ("maxpool", "avgpool"):
         n, cin, hin, win = chw(shape_in)
         _, cout, hout, wout = chw(shape_out)
-        return {"batch": n, "cin": cin, "hin": hin, "win": win, "cout": cout, "hout": hout, "wout": wout,
+        return {"batch": n, "cin": cin, "hin": hin, "win": win, "cout": cout if op.kind in CONV_KINDS else 0, "hout": hout, "wout": wout,
                 "kernel": op.attrs.get("kernel", 1), "kernel_w": op.attrs.get("kernel_w", 1), "stride": op.attrs.get("stride", 1),
                 "groups": op.attrs.get("groups", 1) if op.kind in CONV_KINDS else 0}
     if op.kind == "fc":

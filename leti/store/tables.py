@@ -128,7 +128,7 @@ KERNEL_LATENCY = pa.schema(
         pa.field("shape", pa.string(), nullable=False),  # JSON of the kernel's configuration (leti.features.kernels.SHAPE_FIELDS)
         pa.field("campaign", pa.string(), nullable=False),  # fusion | sample | adaptive | empty
         pa.field("round", pa.int32()),  # adaptive round (0: the first samples)
-        pa.field("replicas", pa.int32()),  # copies of the kernel the timed model ran side by side
+        added("replicas", pa.int32()),  # copies of the kernel the timed model ran side by side (null: one)
         pa.field("flops", pa.int64()),
         pa.field("bytes", pa.int64()),  # float32 bytes read and written
         pa.field("device", pa.string(), nullable=False),
