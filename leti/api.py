@@ -137,24 +137,9 @@ class NetworkPredictor:
 
     def graph(self, model: Any, input_shape: Sequence[int] | None = None, batch: int = 1) -> Any:
         """The op graph of ``model`` (see the class docstring); ``ValueError`` naming it when unreadable."""
-        import torch
-
-        from leti import networks
         from leti.features import kernels
 
-        if isinstance(model, torch.nn.Module):
-            shape = tuple(input_shape or networks.DEFAULT_INPUT)
-            return kernels.torch_graph(model, torch.empty(batch, *shape), type(model).__name__)
-        source = networks.resolve(str(model))
-        if source.kind in ("torchvision", "variant"):
-            with kernels.no_weight_init():  # shapes only: initialising weights would cost more than predicting
-                network, default = networks.network_of(source)
-            return kernels.torch_graph(network, torch.empty(batch, *(input_shape or default)), source.name)
-        if source.kind == "onnx":
-            onnx_model, _, shape = networks.read_onnx(Path(source.location), batch, input_shape)
-            return kernels.onnx_graph(onnx_model, shape, source.name)
-        raise kernels.GraphError(f"{source.location}: leti reads kernels from PyTorch networks and .onnx files; "
-                                 f"a {source.kind} file is not read yet (give the network or its .onnx)")
+        return kernels.model_graph(model, input_shape, batch)
 
     def explain(self, model: Any, input_shape: Sequence[int] | None = None) -> Any:
         """The prediction with its kernels (``leti.predictors.kernels.Breakdown``)."""

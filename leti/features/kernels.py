@@ -31,6 +31,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -364,12 +365,8 @@ class FxReader:
             return self.function_pool(node, source, "avgpool" if name == "avg_pool2d" else "maxpool")
         if name in ("adaptive_avg_pool2d", "adaptive_max_pool2d"):
             return self.adaptive_pool(node, source, "avgpool" if "avg" in name else "maxpool")
-        if name == "mean":
-            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            dims = [dims] if isinstance(dims, int) else list(dims or [])
-            shape = self.shape_of(source)
-            if shape is not None and len(shape) == 4 and sorted(d % 4 for d in dims) == [2, 3]:
-                return self.emit(node, "gap", [source])
+        if name == "mean":  # a global average: over a map's spatial dims, or over tokens
+            return self.emit(node, "gap", [source])
         if name == "pad":
             return self.emit(node, "pad", [source])
         self.emit(node, f"torch:{name}", dynamic)
@@ -897,18 +894,28 @@ def feature_matrix(kernels: Sequence[Kernel]) -> np.ndarray:
 # --- a model, end to end ------------------------------------------------------------------------
 
 
-def model_graph(model: Any) -> Graph:
-    """The op graph of a loaded model (``leti.networks.Model``): its network traced, or its ONNX
-    file read. A ``.tflite`` file is not read yet: one clear error."""
-    name = model.source.name
-    if model.network is not None:
-        return torch_graph(model.network, model.example, name)
-    if model.source.kind == "onnx":
-        import onnx
+def model_graph(model: Any, input_shape: Sequence[int] | None = None, batch: int = 1) -> Graph:
+    """The op graph of what ``leti measure-model`` takes (a torchvision builder name, a model-set
+    variant, an ``.onnx`` path) or of a PyTorch module, at its default input or ``input_shape``
+    (without the batch dim). An unreadable model is one ``ValueError`` naming it; a ``.tflite`` file
+    is not read yet."""
+    import torch
 
-        return onnx_graph(onnx.load(str(model.file), load_external_data=False), list(model.example.shape), name)
-    raise GraphError(f"{name}: leti reads kernels from PyTorch networks and .onnx files; "
-                     f"a {model.source.kind} file is not read yet (give the network or its .onnx)")
+    from leti import networks
+
+    if isinstance(model, torch.nn.Module):
+        shape = tuple(input_shape or networks.DEFAULT_INPUT)
+        return torch_graph(model, torch.empty(batch, *shape), type(model).__name__)
+    source = networks.resolve(str(model))
+    if source.kind in ("torchvision", "variant"):
+        with no_weight_init():  # shapes only: initialising weights would cost more than predicting
+            network, default = networks.network_of(source)
+        return torch_graph(network, torch.empty(batch, *(input_shape or default)), source.name)
+    if source.kind == "onnx":
+        onnx_model, _, shape = networks.read_onnx(Path(source.location), batch, input_shape)
+        return onnx_graph(onnx_model, shape, source.name)
+    raise GraphError(f"{source.location}: leti reads kernels from PyTorch networks and .onnx files; "
+                     f"a {source.kind} file is not read yet (give the network or its .onnx)")
 
 
 __all__ = [

@@ -24,7 +24,7 @@ DEFAULTS = {"space": spaces.DEFAULT, "statistic": "min_ms", "train_size": 900, "
 
 def investigate(
     cell_stores: Sequence[Path], model_store: Path | None, op_latency_store: Path | None, op_profile_stores: Sequence[Path],
-    config: dict[str, Any], out: Path, log: Callable[[str], None] = print,
+    config: dict[str, Any], out: Path, log: Callable[[str], None] = print, kernel_models: Path | None = None,
 ) -> dict[str, Any]:
     """Compute every study, draw the figures, write ``report.md``, the CSVs and ``summary.json`` under ``out``."""
     config = {**DEFAULTS, **config}
@@ -43,10 +43,13 @@ def investigate(
     networks = analysis.popular_networks(models, statistic)
     shares = analysis.op_shares(data.load_op_profiles([Path(s) for s in op_profile_stores]))
     noise_rows = analysis.noise_rows(devices, models)
+    predictors = data.load_kernel_predictors(kernel_models) if kernel_models is not None else {}
+    network_predictions = analysis.network_predictions(networks, predictors)
     results = report.Results(
         config=config, space=space, flops_marginal=flops_marginal, devices=devices, fits=fits, lookups=lookups, cross=cross, networks=networks,
         networks_spearman=analysis.models_flops_spearman(networks) if not networks.is_empty() else {},
-        shares=shares, noise=analysis.noise_summary(noise_rows),
+        shares=shares, noise=analysis.noise_summary(noise_rows), network_predictions=network_predictions,
+        network_scores=analysis.method_scores(network_predictions),
     )
     results.figures = draw(results, noise_rows, out)
     log(f"investigate: {len(results.figures)} figures in {out / 'figures'}")
@@ -81,4 +84,6 @@ def draw(results: report.Results, noise_rows: Any, out: Path) -> dict[str, Path]
                                                                       folder / "popular_networks_vs_flops.png")
     if not results.noise.is_empty():
         drawn["noise"] = figures.noise(noise_rows, results.noise, folder / "noise.png")
+    if not results.network_scores.is_empty():
+        drawn["network_methods"] = figures.network_methods(results.network_predictions, results.network_scores, folder / "network_methods.png")
     return {key: path.relative_to(out) for key, path in drawn.items() if path is not None}
