@@ -89,3 +89,25 @@ def test_the_stand_in_phone_runs_the_kernel_campaign(phone, tiny_device_config, 
     assert all(value > 0 for value in rows["mean_ms"]) and rows["samples_ms"].list.len().to_list() == [0, 0]  # the tool's aggregates
     assert '"model": "Pixel 7"' in rows["environment"][0]
     assert list((phone["root"] / "data/local/tmp/leti").iterdir()) == []
+
+
+def test_the_thread_clock_counts_the_threads_cpu_time_not_its_waits() -> None:
+    import time
+
+    from leti.devices.base import Protocol, time_callable
+
+    wall = time_callable(lambda: time.sleep(0.02), Protocol(runs=3, warmup_runs=0))
+    thread = time_callable(lambda: time.sleep(0.02), Protocol(runs=3, warmup_runs=0, clock="thread"))
+    assert min(wall.samples_ms) >= 19 and max(thread.samples_ms) < 5  # a sleeping thread uses no CPU
+    with pytest.raises(ValueError, match="needs threads: 1"):
+        Protocol(threads=2, clock="thread")
+    with pytest.raises(ValueError, match="clock 'gpu' is not one of"):
+        Protocol(clock="gpu")
+    assert "clock" not in Protocol().identity() and Protocol(clock="thread").identity()["clock"] == "thread"
+
+
+def test_a_phone_cannot_be_timed_by_this_hosts_clock(phone) -> None:
+    from leti.devices.config import DeviceConfig
+
+    with pytest.raises(ValueError, match="clock 'thread' times this host's CPU"):
+        DeviceConfig.from_params("pixel", {"backend": "android-adb", "options": phone["options"], "clock": "thread"}, FAST_PROTOCOL)

@@ -139,3 +139,26 @@ def test_the_onnx_reader_reads_a_file_whose_weights_are_large(tmp_path) -> None:
     graph = K.onnx_graph(onnx.load_from_string(buffer.getvalue()), [1, 512], "linear")
     (fc, relu) = K.split_kernels(graph, {})
     assert (fc.type, fc.config["cin"], fc.config["cout"], relu.type) == ("fc", 512, 256, "relu")
+
+
+def test_the_investigation_compares_flops_layerwise_and_kernels_on_measured_networks(predictor_folder) -> None:
+    import polars as pl
+
+    from leti.reports.investigation import analysis, report
+
+    networks = pl.DataFrame({"device": ["cpu"] * 3, "arch": ["squeezenet1_1", "squeezenet1_0", "alexnet"],
+                             "input": ["1x3x32x32"] * 3, "flops": [20_000_000, 50_000_000, 60_000_000], "latency_ms": [1.0, 2.0, 4.0]})
+    predictors = {"cpu": {"linear": KernelPredictor.load(predictor_folder)}, "gpu-without-networks": {}}
+    predictions = analysis.network_predictions(networks, predictors)
+    assert set(predictions["method"]) == {analysis.FLOPS_LINE, analysis.LAYERWISE, analysis.KERNELS}
+    line = predictions.filter(pl.col("method") == analysis.FLOPS_LINE)["predicted_ms"].to_list()
+    assert line[0] == pytest.approx(-4.0)  # the line through the two others: 2 ms at 50 MFLOPs, 4 ms at 60 MFLOPs
+    kernels = predictions.filter(pl.col("method") == analysis.KERNELS)
+    assert kernels["network"].to_list() == ["squeezenet1_1", "squeezenet1_0"]  # AlexNet cannot run at 32 x 32: the FLOPs line only
+    scores = analysis.method_scores(predictions)
+    assert set(scores["method"]) == {analysis.FLOPS_LINE, analysis.LAYERWISE, analysis.KERNELS}
+    assert scores.filter(pl.col("method") == analysis.KERNELS)["networks"].to_list() == [2]
+    text = report.kernels_section(report.Results(config={}, space=None, flops_marginal={}, devices=[], fits=[], lookups=[], cross=None,
+                                                 networks=pl.DataFrame(), networks_spearman={}, shares=pl.DataFrame(),
+                                                 noise=pl.DataFrame(), network_predictions=predictions, network_scores=scores))
+    assert "kernels with fusion" in text and "| cpu | FLOPs line |" in text

@@ -534,7 +534,7 @@ def config_id(device: DeviceConfig, replication: Replication = Replication()) ->
     """What shapes a kernel's timing besides the kernel: backend, its options, the protocol and the
     replication (a cell's ``config_id`` hashes its network too; a kernel has none)."""
     options = make_backend(device.backend, device.options).config_options()
-    payload = {"space": "kernels", "backend": device.backend, "options": options, "protocol": asdict(device.protocol)}
+    payload = {"space": "kernels", "backend": device.backend, "options": options, "protocol": device.protocol.identity()}
     if replication.bytes > 0:
         payload["replication"] = asdict(replication)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
