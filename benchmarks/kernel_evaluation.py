@@ -104,6 +104,51 @@ def predict_networks(networks: pl.DataFrame, fitted: dict[str, Any]) -> pl.DataF
     return pl.DataFrame(out)
 
 
+def cell_rows(store: Path, device: str, params: str, fitted: dict[str, Any], spaces_counts: dict[str, int]) -> list[dict[str, Any]]:
+    """NAS-Bench-201/101 cells measured on the device: a cell predictor trained on half of them (the way
+    leti's cell predictors learn), the FLOPs line fitted on the same half, and the kernel path, all
+    scored on the other half."""
+    from leti import spaces
+    from leti.devices.config import device_from_params
+    from leti.features import kernels as K
+    from leti.predictors import make_predictor
+    from leti.store import reader
+
+    rows = []
+    for space_name in spaces_counts:
+        try:
+            cells = reader.read_cells(store / "cell_latency", device, space_name, reader.ReadPolicy("min_ms", reader.NEWEST))
+        except (KeyError, ValueError, FileNotFoundError):
+            continue
+        space = spaces.get(space_name)
+        network = device_from_params(device, params, space_name).network
+        order = np.random.default_rng(0).permutation(len(cells.archs))
+        train, test = order[: len(order) // 2], order[len(order) // 2:]
+        archs = np.asarray(cells.archs, dtype=object)
+        measured = cells.latency_ms
+        row: dict[str, Any] = {"family": f"{space_name} cells", "networks": len(test)}
+        feature_set = "onehot" if space_name == "nb201" else "flat"
+        for family in ("linear", "xgboost"):
+            predictor = make_predictor(family, space=space_name, feature_set=feature_set).fit(list(archs[train]), measured[train])
+            row[f"cell predictor ({family})"] = acc(measured[test], predictor.predict(list(archs[test])))
+        flops = np.array([space.flops_params(arch, network)[0] for arch in archs], dtype=float)
+        design = np.stack([np.ones(len(train)), flops[train]], axis=1)
+        coefficients = np.linalg.lstsq(design, measured[train], rcond=None)[0]
+        row["FLOPs line"] = acc(measured[test], coefficients[0] + coefficients[1] * flops[test])
+        graphs = [K.torch_graph(space.build_network(arch, network), space.example_input(network), arch) for arch in archs[test]]
+        for family, predictor in fitted.items():
+            for name, rules in (("kernels", None), ("layer-wise", {})):
+                predicted = []
+                for graph in graphs:
+                    try:
+                        predicted.append(predictor.predict_graph(graph, rules).predicted_ms)
+                    except KeyError:
+                        predicted.append(float("nan"))
+                row[f"{name} ({family})"] = acc(measured[test], np.asarray(predicted))
+        rows.append(row)
+    return rows
+
+
 def family_table(predictions: pl.DataFrame, methods: dict[str, str]) -> list[dict[str, Any]]:
     """acc@10 per held-out family and method; then every family and the held-out ones together."""
     from leti import model_set
@@ -133,6 +178,12 @@ def markdown_table(rows: list[dict[str, Any]], methods: list[str]) -> str:
     return head + body
 
 
+def cells_table(rows: list[dict[str, Any]]) -> str:
+    columns = [key for key in rows[0] if key not in ("family", "networks")]
+    head = "| cells | tested | " + " | ".join(columns) + " |\n|---|---|" + "---|" * len(columns) + "\n"
+    return head + "".join(f"| {r['family']} | {r['networks']} | " + " | ".join(f"{r[c]:.1f}" for c in columns) + " |\n" for r in rows)
+
+
 def run(devices: list[str], params: str, store: Path, results: Path, families: tuple[str, ...] = ("xgboost", "linear", "mlp")) -> None:
     from leti import model_set
 
@@ -151,6 +202,9 @@ def run(devices: list[str], params: str, store: Path, results: Path, families: t
         methods |= {f"layer-wise ({f})": f"layerwise_{f}_ms" for f in families}
         methods |= {f"kernels ({f})": f"kernels_{f}_ms" for f in families}
         rows = family_table(predictions, methods)
+        from kernel_models import CELLS  # noqa: PLC0415 - the benchmark's own settings
+
+        cells = cell_rows(store, device, params, fitted, CELLS)
         campaign = results / f"campaign_{device}.json"
         cost = json.loads(campaign.read_text()) if campaign.exists() else {}
         report += [f"## {device}", "",
@@ -159,10 +213,14 @@ def run(devices: list[str], params: str, store: Path, results: Path, families: t
                    + (f" Campaign cost: {cost.get('seconds', 0) / 60:.1f} min wall, {cost.get('device_seconds', 0) / 60:.1f} min in timed "
                       f"runs, {cost.get('measured', 0)} kernels." if cost else ""), "",
                    "acc@10 % per held-out family:", "", markdown_table(rows, list(methods)), "",
+                   *(["Search-space cells through the kernel path (acc@10 % on half the cells; the cell predictors and the "
+                      "FLOPs line trained on the other half, the kernel views on no cell):", "",
+                      cells_table(cells), ""] if cells else []),
                    "MAPE % on all families: " + "; ".join(f"{m} {rows[-2][m + ' MAPE']:.1f}" for m in methods), "",
                    f"Prediction time per network (graph, split, predict; startup excluded): median "
                    f"{predictions['predict_seconds'].median():.2f} s, max {predictions['predict_seconds'].max():.2f} s.", ""]
         summary[device] = {"kernels": info, "campaign": cost, "acc_10pct": {r["family"]: {m: r[m] for m in methods} for r in rows},
+                           "cells_acc_10pct": cells,
                            "predict_seconds_median": predictions["predict_seconds"].median()}
         print(markdown_table(rows, list(methods)), flush=True)
     (results / "report.md").write_text("\n".join(report) + "\n")

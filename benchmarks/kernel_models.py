@@ -13,6 +13,9 @@ the popular networks of ``params.yaml`` end to end on each device, pass by pass,
 interleaved (pass 1 on every device, then pass 2), so the second pass is the noise floor. It resumes:
 a rerun measures only the passes the store lacks.
 
+``cells`` times NAS-Bench-201 and NAS-Bench-101 cells (200 each) in the pipeline's networks on each
+device, for the cells-through-the-kernel-path comparison.
+
 ``campaign`` runs a device's kernel campaign (fusion tests, samples, adaptive rounds) into the
 benchmark's kernel store, with ``kernels.campaigns.<name>`` of ``params.yaml``, and records its cost.
 
@@ -70,6 +73,30 @@ def measure(args: argparse.Namespace) -> None:
                               "failed": sum(1 for r in results if r.error), "seconds": round(time.monotonic() - started, 1)}), flush=True)
 
 
+CELLS = {"nb201": 200, "nb101": 200}
+"""Cells per space measured for the cells-through-the-kernel-path comparison (seed 0, valid cells)."""
+
+
+def cells(args: argparse.Namespace) -> None:
+    """NAS-Bench-201 and NAS-Bench-101 cells on each device, in the pipeline's networks
+    (``measure.networks``), for the cells-through-the-kernel-path row of the evaluation."""
+    import dataclasses
+
+    from leti import spaces
+    from leti.devices.config import device_from_params
+    from leti.measure import campaign as cell_campaign
+
+    for space, count in CELLS.items():
+        archs = spaces.get(space).sample_valid(count, seed=0)
+        for device_name in args.device:
+            device = device_from_params(device_name, args.params, space)
+            device = dataclasses.replace(device, protocol=dataclasses.replace(device.protocol, clock=args.clock))
+            result = cell_campaign.run_campaign(archs, device, DATA / args.clock / "cell_latency", progress=not args.quiet,
+                                                prepare_ahead=False)
+            print(json.dumps({"space": space, "device": device_name, "measured": result.measured, "seconds": round(result.seconds, 1)}),
+                  flush=True)
+
+
 def campaign(args: argparse.Namespace) -> None:
     from leti import params
     from leti.measure import kernels
@@ -89,7 +116,7 @@ def campaign(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("measure", "campaign", "evaluate"):
+    for name in ("measure", "cells", "campaign", "evaluate"):
         sub = commands.add_parser(name)
         sub.add_argument("--device", action="append", required=True)
         sub.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -102,7 +129,7 @@ def main() -> None:
         if name == "campaign":
             sub.add_argument("--campaign", default="full")
     args = parser.parse_args()
-    {"measure": measure, "campaign": campaign, "evaluate": evaluate}[args.command](args)
+    {"measure": measure, "cells": cells, "campaign": campaign, "evaluate": evaluate}[args.command](args)
 
 
 def evaluate(args: argparse.Namespace) -> None:

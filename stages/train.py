@@ -20,9 +20,12 @@ import os
 import warnings
 from pathlib import Path
 
+import polars as pl
+
 from leti import params, spaces, tracking
 from leti.devices.config import device_from_params
 from leti.errors import stage_main
+from leti.store import quality as measurement_quality
 from leti.store import reader, tables
 from leti.store.parts import device_dir, space_dir
 from leti.tracking import registry, training
@@ -60,6 +63,9 @@ def main() -> None:
         raise ValueError(f"{args.architectures} holds {', '.join(found) or 'no'} cells, not only {space}")
     policy = reader.ReadPolicy(statistic=statistic, configuration=device.config_id, duplicates="latest")
     cells = reader.read_cells(args.store, device.name, space, policy, architectures["arch"].to_list())
+    sentinels = reader.sentinel_rows(args.store, device.name, space, device.config_id)
+    quality = measurement_quality.summarize(cells.rows, sentinels.filter(pl.col("chunk").is_in(cells.rows["chunk"].drop_nulls().to_list())))
+    print(f"train: {device.name} {space} measurement: {quality.line()}")
     outcome = training.train(
         training.Training(
             cells=cells, families=config["predictors"],
@@ -67,7 +73,7 @@ def main() -> None:
                       "network": dataclasses.asdict(device.network), "statistic": statistic},
             seeds=config["seed"] if isinstance(config["seed"], list) else [config["seed"]],
             train_size=config["train_size"], val_size=config["val_size"], rule=registry.Rule.from_params(config.get("select")),
-            inputs=inputs, experiment=tracking.experiment_name(config["experiment"], space, device.name),
+            inputs=inputs, experiment=tracking.experiment_name(config["experiment"], space, device.name), tags=quality.tags(),
         ),
         Path(args.models),
     )

@@ -52,6 +52,22 @@ def artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["LETI_CACHE_DIR"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def device_locks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The host-wide device locks of this test run: shared by its xdist workers (their benchmarks on
+    this CPU take turns, as in production), apart from any campaign measuring on the machine meanwhile,
+    which would otherwise hold the tests' CPU for minutes; subprocesses inherit it."""
+    folder = run_root(tmp_path_factory) / "device-locks"
+    folder.mkdir(exist_ok=True)
+    previous = os.environ.get("LETI_LOCK_DIR")
+    os.environ["LETI_LOCK_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("LETI_LOCK_DIR", None)
+    else:
+        os.environ["LETI_LOCK_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def help_dir() -> Path:
     if not (HELP_DIR / "nasbench201" / "str_arch2idx.pt").exists():

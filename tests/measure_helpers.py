@@ -6,9 +6,14 @@ import pytest
 from fakes.phone import SERIAL, install
 
 from leti.devices.config import DeviceConfig
+from leti.measure.sentinel import SentinelPolicy
 
 TINY_NETWORK = {"input_size": 8, "channels": 4, "cells_per_stage": 1, "num_classes": 10}
 FAST_PROTOCOL = {"runs": 5, "warmup_runs": 1, "threads": 1}
+NO_SENTINEL = SentinelPolicy(enabled=False)
+"""For campaign tests about something else: a tiny network's timings vary by far more than the
+sentinel's 3 % threshold, so with it on every chunk would be measured again (tests/test_sentinel.py
+tests the sentinel itself)."""
 
 
 @pytest.fixture

@@ -43,6 +43,9 @@ def tiny_params(params: dict) -> dict:
         params["sample"][space]["n"] = 8
         params["train"][space].update(train_size=3, val_size=2)
     params["measure"]["defaults"].update(runs=3, warmup_runs=1, warmup_seconds=0.0)
+    # The sentinel runs in the tiny pipeline too; three runs of a tiny network vary by far more than
+    # 3 %, so only a large move measures a chunk again (tests/test_sentinel.py tests the threshold).
+    params["measure"]["sentinel"].update(threshold=0.5, max_attempts=2)
     params["train"]["nb201"]["predictors"]["xgboost"]["n_estimators"] = 20
     params["train"]["nb201"]["predictors"]["gcn"] = {**TINY_GCN, "batch_size": 4}
     nb101 = params["train"]["nb101"]["predictors"]  # every family, each as small as it gets

@@ -11,15 +11,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from measure_helpers import FAST_PROTOCOL, SERIAL, TINY_NETWORK, phone, tiny_device_config  # noqa: F401 (fixtures)
+from measure_helpers import FAST_PROTOCOL, NO_SENTINEL, SERIAL, TINY_NETWORK, phone, tiny_device_config  # noqa: F401 (fixtures)
 
 from leti.devices import Protocol, make_backend
 from leti.devices.android_adb import BenchmarkOutputError, parse_delegate, parse_op_profile, parse_stats
 from leti.devices.config import DeviceConfig
 from leti.errors import BackendUnavailableError, DeviceError
 from leti.measure import campaign
+from leti.measure.sentinel import SentinelPolicy
 from leti.spaces import nb201
-from leti.store import tables
+from leti.store import reader, tables
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -160,7 +161,7 @@ ARCHS = nb201.sample_valid(2, seed=9)
 
 def test_campaign_on_the_stand_in_phone_stores_phone_described_rows_and_op_profiles(phone, tiny_device_config, tmp_path) -> None:
     device = tiny_device_config("android-adb", options={**phone["options"], "op_profiling": True, "taskset": "c0"}, runs=8)
-    result = campaign.run_campaign(ARCHS, device, tmp_path / "latency", progress=False)
+    result = campaign.run_campaign(ARCHS, device, tmp_path / "latency", progress=False, policy=NO_SENTINEL)
     assert (result.measured, result.failed) == (2, 0)
     assert 0 < result.device_seconds < result.seconds
     rows = tables.read(tmp_path / "latency", tables.LATENCY)
@@ -191,14 +192,14 @@ def test_campaign_on_the_stand_in_phone_stores_phone_described_rows_and_op_profi
     shares = profiles.group_by("arch").agg(pl.col("share").sum())["share"].to_list()
     assert shares == [pytest.approx(1.0, abs=0.01)] * 2
 
-    rerun = campaign.run_campaign(ARCHS, device, tmp_path / "latency", progress=False)
+    rerun = campaign.run_campaign(ARCHS, device, tmp_path / "latency", progress=False, policy=NO_SENTINEL)
     assert rerun.skipped == 2 and tables.read(tmp_path / "op_profiles", tables.OP_PROFILE).height == profiles.height
 
 
 def test_a_gpu_campaign_records_the_delegate_and_its_profile(phone, tiny_device_config, tmp_path) -> None:
     options = {**phone["options"], "use_gpu": True, "gpu_backend": "gl", "op_profiling": True}
     device = tiny_device_config("android-adb", name="pixel-gpu", options=options, runs=4)
-    result = campaign.run_campaign(ARCHS[:1], device, tmp_path / "latency", progress=False)
+    result = campaign.run_campaign(ARCHS[:1], device, tmp_path / "latency", progress=False, policy=NO_SENTINEL)
     assert (result.measured, result.failed) == (1, 0)
     run = json.loads(tables.read(tmp_path / "latency", tables.LATENCY)["environment"][0])["run"]
     assert (run["delegate"], run["gpu_api"], run["delegated"]) == ("GPU", "OpenGL", "all")
@@ -213,7 +214,31 @@ def test_a_phone_that_vanishes_mid_campaign_keeps_what_was_measured(phone, tiny_
     monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", "5")
     device = tiny_device_config("android-adb", options=phone["options"])
     with pytest.raises(DeviceError, match="not found"):
-        campaign.measure_next_chunk(ARCHS, device, tmp_path / "store", retries=1, backoff_seconds=0.01)
+        campaign.measure_next_chunk(ARCHS, device, tmp_path / "store", retries=1, backoff_seconds=0.01, policy=NO_SENTINEL)
     kept = tables.read(tmp_path / "store", tables.LATENCY)
     assert kept["arch"].to_list() == ARCHS[:1]
     assert campaign.pending(ARCHS, device, tmp_path / "store") == ARCHS[1:]
+
+
+def test_the_stand_in_phones_scripted_slowdown_is_detected_and_corrected(phone, tiny_device_config, tmp_path) -> None:
+    """Benchmark calls: sentinel, cell, sentinel, (again) cell, sentinel. From the 3rd on, the phone reports every timing
+    three times as long and thermal status 2 (throttling): the first chunk's sentinel triples, so that chunk
+    is measured again, and the corrected rows come back near the undisturbed run's. The stand-in's
+    timings are this shared CPU's, so the test uses a slowdown far above their noise; the 20 % / 2 %
+    figures are `benchmarks/drift.py`'s, on a quiet machine."""
+    # A network big enough that benchmark_model's whole-microsecond timings resolve it (the tiny one runs in 12 us)
+    device = tiny_device_config("android-adb", options=phone["options"], runs=30, input_size=16, channels=16)
+    policy = SentinelPolicy(threshold=0.5, max_attempts=2)
+    campaign.run_campaign(ARCHS[:1], device, tmp_path / "calm", part_size=1, progress=False, policy=policy, order_seed=None)
+    (phone["root"] / ".slowdown").write_text(json.dumps({"after": 2, "runs": 100, "factor": 3.0}))
+    campaign.run_campaign(ARCHS[:1], device, tmp_path / "slow", part_size=1, progress=False, policy=policy, order_seed=None)
+    rows = tables.read(tmp_path / "slow", tables.LATENCY).filter(pl.col("role").is_null()).sort("measured_at")
+    assert rows["attempt"].to_list() == [1, 2] and rows["drifted"].to_list() == [True, False]  # detected, measured again
+    calm = reader.read_cells(tmp_path / "calm", device.name, "nb201", reader.ReadPolicy("min_ms"))
+    raw = reader.read_cells(tmp_path / "slow", device.name, "nb201", reader.ReadPolicy("min_ms"))
+    corrected = reader.read_cells(tmp_path / "slow", device.name, "nb201", reader.ReadPolicy("min_ms_corrected"))
+    assert raw.archs == calm.archs == corrected.archs == ARCHS[:1]  # nothing lost, nothing twice
+    assert all(raw.latency_ms > 2 * calm.latency_ms)  # the cell ran throttled in the end
+    assert all((0.5 < corrected.latency_ms / calm.latency_ms) & (corrected.latency_ms / calm.latency_ms < 2))  # and back
+    states = [json.loads(row)["state"] for row in reader.sentinel_rows(tmp_path / "slow", device.name, "nb201")["environment"]]
+    assert [state["thermal_status"] for state in states] == [0, 0, 2] and all(state["thermal_c"] for state in states)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
 import torch
-from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
+from measure_helpers import NO_SENTINEL, FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 
 from leti.devices import BACKENDS, Protocol, UnknownBackendError, make_backend
 from leti.devices.base import Timing, pinned, time_callable
@@ -30,8 +31,6 @@ def test_cpu_backends_time_a_real_network(backend: str, tmp_path) -> None:
     protocol = Protocol(threads=1, warmup_runs=2, warmup_seconds=0.01, runs=6)
     timing = make_backend(backend).benchmark(nb201.build_network(ARCH, SMALL), nb201.example_input(SMALL), protocol, tmp_path)
     assert len(timing.samples_ms) == 6 and all(s > 0 for s in timing.samples_ms)
-    summary = timing.summary(protocol.cv_threshold)
-    assert summary.min_ms <= summary.median_ms <= max(timing.samples_ms)
     assert not list(tmp_path.iterdir())  # the exported model file is removed after the run
 
 
@@ -64,6 +63,24 @@ def test_timing_protocol_warms_up_by_count_and_time_and_synchronizes() -> None:
     assert timing.device_seconds == pytest.approx(timing.timed_seconds + timing.warmup_ms / 1000)
 
 
+def test_timing_summarises_its_samples_or_the_reported_aggregates() -> None:
+    # Samples 1 2 3 4 (in any order): median, mean and IQM (quartiles 1.75 and 3.25 keep 2 and 3)
+    # are 2.5; sample std sqrt((1.5² + 0.5²) · 2 / 3) = sqrt(5 / 3); CV sqrt(5 / 3) / 2.5 = 0.516.
+    timing = Timing([4.0, 1.0, 3.0, 2.0])
+    summary = timing.summary(cv_threshold=0.5)
+    assert (summary.median_ms, summary.iqm_ms, summary.mean_ms, summary.min_ms) == (2.5, 2.5, 2.5, 1.0)
+    assert summary.std_ms == pytest.approx(math.sqrt(5 / 3)) and summary.cv == pytest.approx(math.sqrt(5 / 3) / 2.5)
+    assert summary.unstable and not timing.summary(cv_threshold=0.52).unstable
+    assert timing.timed_seconds == pytest.approx(0.010)
+    # A tool's aggregates only: no IQM without samples, its median when it printed one, CV = std / avg.
+    reported = {"count": 50, "avg_ms": 2.0, "std_ms": 0.1, "min_ms": 1.8, "max_ms": 2.5, "median_ms": 1.95}
+    summary = Timing([], reported=reported).summary(cv_threshold=0.04)
+    assert (summary.median_ms, summary.iqm_ms, summary.mean_ms, summary.min_ms, summary.std_ms) == (1.95, None, 2.0, 1.8, 0.1)
+    assert summary.cv == pytest.approx(0.05) and summary.unstable
+    assert Timing([], reported=reported).timed_seconds == pytest.approx(0.1)  # 50 runs of 2 ms
+    assert Timing([], reported={k: v for k, v in reported.items() if k != "median_ms"}).summary(0.1).median_ms is None
+
+
 def test_unstable_flag_follows_the_cv_threshold() -> None:
     assert Timing([1.0, 1.0, 3.0]).summary(cv_threshold=0.1).unstable
     assert not Timing([1.0, 1.0, 1.01]).summary(cv_threshold=0.1).unstable
@@ -82,7 +99,7 @@ def test_pinning_sets_and_restores_affinity() -> None:
 
 def test_rows_record_threads_affinity_environment_and_versions(tiny_device_config, tmp_path) -> None:
     device = tiny_device_config("onnxruntime-cpu", pin_cpus=[min(os.sched_getaffinity(0))])
-    row = campaign.measure_next_chunk([ARCH], device, tmp_path).rows[0]
+    row = campaign.measure_next_chunk([ARCH], device, tmp_path, policy=NO_SENTINEL).rows[0]
     assert row["error"] is None and row["threads"] == 1
     assert row["cpu_affinity"] == [min(os.sched_getaffinity(0))]
     environment = json.loads(row["environment"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
+from measure_helpers import NO_SENTINEL, FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 
 from leti.devices import BACKENDS
 from leti.devices.torch_cpu import TorchCPU
@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_params(path: Path, devices: dict) -> Path:
-    params = {"measure": {"part_size": 3, "retry_errors": False, "defaults": {**FAST_PROTOCOL, **TINY_NETWORK}}, "devices": devices}
+    measure = {"part_size": 3, "retry_errors": False, "defaults": {**FAST_PROTOCOL, **TINY_NETWORK},
+               "sentinel": {"enabled": False}}  # the resume test counts chunks; tests/test_sentinel.py has the sentinel
+    params = {"measure": measure, "devices": devices}
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -72,7 +74,7 @@ def test_kill_9_mid_campaign_then_resume_loses_and_duplicates_nothing(tmp_path) 
 def test_a_failing_cell_gets_an_error_row_and_the_campaign_goes_on(tiny_device_config, tmp_path) -> None:
     archs = nb201.sample_valid(2, seed=4)
     device = tiny_device_config("onnxruntime-cpu", options={"opset": 1})  # no exporter supports opset 1
-    result = campaign.run_campaign(archs, device, tmp_path, progress=False)
+    result = campaign.run_campaign(archs, device, tmp_path, progress=False, policy=NO_SENTINEL)
     assert (result.measured, result.failed) == (2, 2)
     rows = tables.read(tmp_path, tables.LATENCY)
     assert rows.height == 2 and all("INVALID_GRAPH" in message for message in rows["error"])
@@ -103,7 +105,7 @@ def flaky_backend(monkeypatch):
 def test_a_device_that_drops_out_is_retried_with_backoff(flaky_backend, tiny_device_config, tmp_path) -> None:
     flaky_backend.failures = 2
     device = tiny_device_config("flaky-cpu")
-    rows = campaign.measure_next_chunk(nb201.sample_valid(2, seed=5), device, tmp_path, retries=3, backoff_seconds=0.01).rows
+    rows = campaign.measure_next_chunk(nb201.sample_valid(2, seed=5), device, tmp_path, retries=3, backoff_seconds=0.01, policy=NO_SENTINEL).rows
     assert [row["error"] for row in rows] == [None, None]
 
 
@@ -123,7 +125,7 @@ def test_a_device_that_stays_gone_is_reported_and_measured_rows_are_kept(flaky_b
     FlakyCPU.run = run_then_vanish
     try:
         with pytest.raises(DeviceError, match="device 'flaky-cpu' failed 3 times, giving up"):
-            campaign.measure_next_chunk(archs, device, tmp_path, retries=2, backoff_seconds=0.01)
+            campaign.measure_next_chunk(archs, device, tmp_path, retries=2, backoff_seconds=0.01, policy=NO_SENTINEL)
     finally:
         FlakyCPU.run = original_run
     kept = tables.read(tmp_path, tables.LATENCY)
@@ -134,8 +136,8 @@ def test_a_device_that_stays_gone_is_reported_and_measured_rows_are_kept(flaky_b
 def test_restart_skips_only_the_same_configuration(tiny_device_config, tmp_path) -> None:
     archs = nb201.sample_valid(2, seed=7)
     first = tiny_device_config("torch-cpu")
-    campaign.run_campaign(archs, first, tmp_path, progress=False)
-    assert campaign.run_campaign(archs, first, tmp_path, progress=False).skipped == 2
+    campaign.run_campaign(archs, first, tmp_path, progress=False, policy=NO_SENTINEL)
+    assert campaign.run_campaign(archs, first, tmp_path, progress=False, policy=NO_SENTINEL).skipped == 2
     more_runs = tiny_device_config("torch-cpu", runs=6)
     assert more_runs.config_id != first.config_id
     assert campaign.pending(archs, more_runs, tmp_path) == archs

@@ -22,9 +22,6 @@ def test_torch_cpu_times_a_real_network(tmp_path) -> None:
     assert len(samples) == 7
     assert all(isinstance(s, float) and s > 0 for s in samples)
     assert torch.get_num_threads() == threads_before  # the backend restores the thread count
-    summary = summarize(samples, protocol.cv_threshold)
-    assert summary.min_ms <= summary.median_ms <= max(samples)
-    assert summary.min_ms <= summary.iqm_ms <= max(samples)
 
 
 def test_summary_statistics() -> None:
@@ -39,6 +36,23 @@ def test_summary_statistics() -> None:
     assert summary.unstable
     assert not summarize([2.0, 2.0, 2.0], cv_threshold=0.01).unstable
     assert interquartile_mean([5.0]) == 5.0
+
+
+def test_summary_statistics_of_an_even_sample() -> None:
+    # Sorted: 1 2 3 4 10 12 13 20. Median (4 + 10) / 2; mean 65 / 8. Quartiles by linear
+    # interpolation: 25 % at position 1.75 (2.75), 75 % at 5.25 (12.25), so the IQM is the mean of
+    # 3, 4, 10, 12. Squared deviations from 8.125 sum to 314.875: sample std sqrt(314.875 / 7).
+    summary = summarize([13.0, 1.0, 20.0, 4.0, 12.0, 2.0, 10.0, 3.0], cv_threshold=0.8)
+    assert summary.median_ms == 7.0
+    assert summary.min_ms == 1.0
+    assert summary.mean_ms == 8.125
+    assert summary.iqm_ms == 7.25
+    assert math.isclose(summary.std_ms, math.sqrt(314.875 / 7))  # 6.7069
+    assert math.isclose(summary.cv, math.sqrt(314.875 / 7) / 8.125)  # 0.8255
+    assert summary.unstable  # 0.8255 > 0.8
+    assert not summarize([13.0, 1.0, 20.0, 4.0, 12.0, 2.0, 10.0, 3.0], cv_threshold=0.83).unstable
+    assert interquartile_mean([1.0, 2.0, 3.0, 4.0]) == 2.5  # quartiles 1.75 and 3.25 keep 2 and 3
+    assert summarize([3.0], cv_threshold=0.1).std_ms == 0.0  # one sample: no spread
 
 
 def test_unknown_backend_is_named() -> None:

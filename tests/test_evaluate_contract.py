@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from leti.cli import main
+from leti.metrics import regression_metrics
+from leti.predictors.evaluation import split
+from leti.spaces import nb201
 from leti.store import reader
 
 CONTRACT_KEYS = {
@@ -28,7 +32,14 @@ def test_contract_on_a_store_excludes_no_path_cells(help_store: Path, tmp_path: 
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (900, 100, 15625 - 341 - 1000)
     assert metrics["excluded_no_path"] == 341
     assert "excluded 341 cells" in capsys.readouterr().err
-    assert 0 <= metrics["acc_1pct"] <= metrics["acc_5pct"] <= metrics["acc_10pct"] <= 100
+    # layerwise without a lookup table is least squares of latency on a fixed part and the op counts:
+    # the same fit, done here on the same split, gives the same metrics.
+    data = reader.read_cells(help_store, "1080ti_1", "nb201", reader.ReadPolicy(duplicates="mean"))
+    parts = split(len(data.archs), 900, 100, seed=3)
+    design = np.array([[1, *nb201.op_counts(arch)] for arch in data.archs], dtype=float)
+    costs, *_ = np.linalg.lstsq(design[parts.train], data.latency_ms[parts.train], rcond=None)
+    expected = regression_metrics(data.latency_ms[parts.test], design[parts.test] @ costs)
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected, rel=1e-6)
     assert metrics["predictor"] == "layerwise"
 
 
@@ -43,7 +54,8 @@ def test_contract_on_a_table_file_and_auto_names_its_choice(help_store: Path, tm
     )
     assert code == 0
     metrics = json.loads(output.read_text())
-    assert CONTRACT_KEYS <= set(metrics) and metrics["predictor"] in {"linear", "flops"}
+    # Op counts explain this device's latency (linear: acc@10 over 99 %), FLOPs do not (about 40 %).
+    assert CONTRACT_KEYS <= set(metrics) and metrics["predictor"] == "linear"
 
 
 def test_same_seed_same_split_and_metrics(help_store: Path, tmp_path: Path) -> None:

@@ -160,5 +160,6 @@ def test_the_investigation_compares_flops_layerwise_and_kernels_on_measured_netw
     assert scores.filter(pl.col("method") == analysis.KERNELS)["networks"].to_list() == [2]
     text = report.kernels_section(report.Results(config={}, space=None, flops_marginal={}, devices=[], fits=[], lookups=[], cross=None,
                                                  networks=pl.DataFrame(), networks_spearman={}, shares=pl.DataFrame(),
-                                                 noise=pl.DataFrame(), network_predictions=predictions, network_scores=scores))
+                                                 noise=pl.DataFrame(), drift=pl.DataFrame(), network_predictions=predictions,
+                                                 network_scores=scores))
     assert "kernels with fusion" in text and "| cpu | FLOPs line |" in text

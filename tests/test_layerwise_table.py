@@ -4,6 +4,7 @@ and the sum-of-operators prediction."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +90,7 @@ def test_measure_ops_command(tmp_path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import sys; from leti.cli import main; sys.exit(main())", "measure-ops",
          "--device", "ort", "--params", str(tmp_path / "params.yaml"), "--store", str(tmp_path / "ops")],
-        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300,
+        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "LETI_LOCK_DIR": os.environ["LETI_LOCK_DIR"]}, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

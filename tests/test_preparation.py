@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from measure_helpers import TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
+from measure_helpers import NO_SENTINEL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 from torch import nn
 
 from leti.devices import BACKENDS, make_backend
@@ -100,7 +100,7 @@ def test_cells_are_converted_once_by_a_worker_process_and_reused(tiny_device_con
     archs = nb201.sample_valid(3, seed=23)
     timing_cpu = max(os.sched_getaffinity(0))
     device = tiny_device_config("onnxruntime-cpu", pin_cpus=[timing_cpu])
-    first = campaign.run_campaign(archs, device, tmp_path / "first", part_size=2, progress=False)
+    first = campaign.run_campaign(archs, device, tmp_path / "first", part_size=2, progress=False, policy=NO_SENTINEL)
     assert (first.measured, first.failed) == (3, 0) and 0 < first.device_seconds < first.seconds
     cached = sorted((tmp_path / "cache" / "artifacts" / "onnx").rglob("*.onnx"))
     assert len(cached) == 3
@@ -109,7 +109,7 @@ def test_cells_are_converted_once_by_a_worker_process_and_reused(tiny_device_con
     assert worker.alive() and worker.process.pid != os.getpid()  # the conversions ran in another process
     assert timing_cpu not in os.sched_getaffinity(worker.process.pid)  # ... on the other CPUs
     stamps = {path: path.stat().st_mtime_ns for path in cached}
-    again = campaign.run_campaign(archs, device, tmp_path / "second", progress=False, prepare_ahead=False)
+    again = campaign.run_campaign(archs, device, tmp_path / "second", progress=False, prepare_ahead=False, policy=NO_SENTINEL)
     assert again.measured == 3
     assert {path: path.stat().st_mtime_ns for path in cached} == stamps  # nothing converted twice
     rows = tables.read(tmp_path / "second", tables.LATENCY)
@@ -129,7 +129,7 @@ def test_a_failed_conversion_is_the_cells_error_row(tiny_device_config, tmp_path
     archs = nb201.sample_valid(2, seed=24)
     device = tiny_device_config("onnxruntime-cpu", options={"exporter": "torchscript", "opset": 99},
                                 pin_cpus=[max(os.sched_getaffinity(0))])
-    rows = campaign.measure_next_chunk(archs, device, tmp_path).rows
+    rows = campaign.measure_next_chunk(archs, device, tmp_path, policy=NO_SENTINEL).rows
     assert [row["arch"] for row in rows] == archs
     assert all(row["error"].startswith("PrepareError") and "99" in row["error"] for row in rows)
     with pytest.raises(ValueError, match="exporter 'no-such-exporter'"):
@@ -171,7 +171,7 @@ def test_a_remote_devices_lock_covers_its_runs_only(tiny_device_config, tmp_path
     monkeypatch.setitem(BACKENDS, RemoteDevice.name, RemoteDevice)
     monkeypatch.setenv("LETI_LOCK_DIR", str(tmp_path / "locks"))
     RemoteDevice.seen = []
-    campaign.measure_next_chunk(nb201.sample_valid(2, seed=25), tiny_device_config(RemoteDevice.name), tmp_path / "store")
+    campaign.measure_next_chunk(nb201.sample_valid(2, seed=25), tiny_device_config(RemoteDevice.name), tmp_path / "store", policy=NO_SENTINEL)
     assert RemoteDevice.seen == [("prepare", True), ("run", False)] * 2  # free while the host works, held while it runs
     assert lock_is_free("host-cpu")  # a remote device never takes this machine's CPU lock
 
@@ -188,7 +188,7 @@ def test_a_host_backend_holds_the_cpu_lock_for_the_whole_chunk(tiny_device_confi
             return super().prepare(network, example, workdir)
 
     monkeypatch.setitem(BACKENDS, Watched.name, Watched)
-    campaign.measure_next_chunk(nb201.sample_valid(2, seed=26), tiny_device_config(Watched.name), tmp_path / "store")
+    campaign.measure_next_chunk(nb201.sample_valid(2, seed=26), tiny_device_config(Watched.name), tmp_path / "store", policy=NO_SENTINEL)
     assert seen == [False, False]  # any work of the timing process would disturb the host's timings
 
 

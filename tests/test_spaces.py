@@ -32,7 +32,7 @@ def test_every_space_implements_the_interface(space: SearchSpace) -> None:
     for arch in archs:
         assert space.is_valid(arch)
         assert space.format_cell(space.parse(arch)) == arch
-        assert isinstance(space.canonical_id(arch), str) and space.canonical_id(arch) == space.canonical_id(arch)
+        assert isinstance(space.canonical_id(arch), str)
         graph = space.graph(arch)
         assert isinstance(graph, CellGraph)
         assert {label for label in graph.nodes if label is not None} <= set(space.GRAPH_NODE_TYPES)
@@ -45,6 +45,37 @@ def test_every_space_implements_the_interface(space: SearchSpace) -> None:
     with pytest.raises(space.ArchStringError) as raised:
         space.parse("not-an-arch")
     assert isinstance(raised.value, ValueError) and "'not-an-arch'" in str(raised.value)
+
+
+# Per space: two cells with the same two ops on parallel paths, swapped (isomorphic: one class),
+# and the same two ops in series, in either order (different functions: two classes).
+SWAPS = {
+    # NB201: node 3 = avg_pool(input) + skip(node 1) where node 1 = conv3x3(input), and the other way round.
+    "nb201": (
+        ("|nor_conv_3x3~0|+|none~0|none~1|+|avg_pool_3x3~0|skip_connect~1|none~2|",
+         "|avg_pool_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|skip_connect~1|none~2|"),
+        ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|avg_pool_3x3~1|none~2|",
+         "|avg_pool_3x3~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|"),
+    ),
+    # NB101: input -> {conv3x3, maxpool} -> output, vertices listed in either order; then input ->
+    # conv3x3 -> maxpool -> output against input -> maxpool -> conv3x3 -> output.
+    "nb101": (("3m|110.01.1", "m3|110.01.1"), ("3m|100.10.1", "m3|100.10.1")),
+}
+
+
+@pytest.mark.parametrize("space", list(spaces.SPACES.values()), ids=list(spaces.SPACES))
+def test_canonical_id_is_one_per_isomorphism_class(space: SearchSpace) -> None:
+    (parallel, swapped), (series, reversed_series) = SWAPS[space.NAME]
+    assert parallel != swapped and space.is_valid(parallel) and space.is_valid(swapped)
+    assert space.canonical_id(parallel) == space.canonical_id(swapped)
+    assert space.canonical_id(series) != space.canonical_id(reversed_series)
+    assert space.canonical_id(parallel) != space.canonical_id(series)
+
+
+def test_nb201_canonical_id_is_the_benchmark_unique_string() -> None:
+    # Node 3 sums avg_pool(input) and conv3x3(input) (through node 1's skip); its edge from node 2 is none.
+    assert nb201.canonical_id(SWAPS["nb201"][0][0]) == "#+(0)@avg_pool_3x3+(0)@nor_conv_3x3"
+    assert nb201.canonical_id(SWAPS["nb201"][1][0]) == "#+#+((0)@nor_conv_3x3)@avg_pool_3x3"
 
 
 def test_cell_graph_rejects_edges_outside_its_nodes() -> None:

@@ -18,15 +18,19 @@ def latency_row(**overrides: object) -> dict:
         "warmup_runs": 2, "warmup_seconds": 0.0, "runs": 3, "samples_ms": [1.5, 1.25, 1.75],
         "median_ms": 1.5, "iqm_ms": 1.5, "mean_ms": 1.5, "min_ms": 1.25, "std_ms": 0.25, "cv": 0.1667,
         "unstable": True, "error": None, "measured_at": datetime(2026, 11, 21, tzinfo=timezone.utc),
-        "host": "here", "environment": "{}", "model_digest": None, "flops": None, "params": None,
+        "host": "here", "environment": "{}", "model_digest": None, "flops": None, "params": None, "role": None, "chunk": None,
+        "attempt": None, "drifted": None, "sentinel_before_ms": None, "sentinel_after_ms": None, "sentinel_reference_ms": None,
+        "min_ms_corrected": None,
     }
     return row | overrides
 
 
 def test_a_part_written_before_the_added_columns_reads_them_as_nulls(tmp_path: Path) -> None:
-    """Stores written before a named network's digest, FLOPs and params existed stay readable as they are."""
+    """Stores written before a named network's digest, FLOPs and params, or the sentinel's columns,
+    existed stay readable as they are."""
     added = [field.name for field in tables.LATENCY if tables.is_added(field)]
-    assert added == ["model_digest", "flops", "params"]
+    assert added == ["model_digest", "flops", "params", "role", "chunk", "attempt", "drifted", "sentinel_before_ms",
+                     "sentinel_after_ms", "sentinel_reference_ms", "min_ms_corrected"]
     older = tables.write(pl.DataFrame([latency_row()]), tmp_path / "latency.parquet", tables.LATENCY).with_suffix(".old")
     pl.read_parquet(tmp_path / "latency.parquet").drop(added).write_parquet(older)
     back = tables.read(older, tables.LATENCY)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
 from pathlib import Path
 
-from leti import spaces
+from leti import params, spaces
 from leti.devices.config import device_from_params
 from leti.measure import campaign
 from leti.store import tables
@@ -29,8 +31,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--architectures", type=Path, help="an architectures table (Parquet), e.g. data/architectures.parquet")
     parser.add_argument("--store", type=Path, default=Path("data/latency"), help="latency store folder (default: %(default)s)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    parser.add_argument("--part-size", type=int, default=10, help="cells per Parquet part (default: %(default)s)")
+    parser.add_argument("--part-size", type=int, help="cells per Parquet part and sentinel chunk (default: measure.part_size)")
     parser.add_argument("--retry-errors", action="store_true", help="measure again cells whose last attempt failed")
+    parser.add_argument("--no-sentinel", action="store_true", help="time no sentinel around the chunks (measure.sentinel "
+                        "sets its threshold and attempts)")
     parser.add_argument("--retries", type=int, default=3, help="device retries before giving up (default: %(default)s)")
     parser.add_argument("--backoff", type=float, default=2.0, help="first retry delay in s, doubled each time (default: %(default)s)")
     parser.add_argument("--op-profiles", type=Path, default=None,
@@ -53,10 +57,16 @@ def run(args: argparse.Namespace) -> int:
         if others:
             raise ValueError(f"{args.architectures} holds {', '.join(others)} cells, not {space.NAME} (use --space)")
         archs = table["arch"].to_list()
+    options = campaign.options_from_params(params.load(args.params).get("measure") or {})
+    if args.part_size is not None:
+        options["part_size"] = args.part_size
+    if args.no_sentinel:
+        options["policy"] = dataclasses.replace(options["policy"], enabled=False)
+    options["retry_errors"] = options["retry_errors"] or args.retry_errors
     result = campaign.run_campaign(
-        archs, device, args.store, part_size=args.part_size, retry_errors=args.retry_errors, progress=not args.no_progress,
-        retries=args.retries, backoff_seconds=args.backoff, prepare_ahead=not args.no_prepare_ahead,
-        op_profile_store=args.op_profiles,
+        archs, device, args.store, progress=not args.no_progress, retries=args.retries, backoff_seconds=args.backoff,
+        prepare_ahead=not args.no_prepare_ahead, op_profile_store=args.op_profiles, **options,
     )
+    print(f"leti measure: {device.name}: {result.quality().line()}", file=sys.stderr)
     print(json.dumps(result.summary()))
     return 0

@@ -410,6 +410,14 @@ class AndroidADB(Backend):
                 pass  # the phone is gone; the next check() reports it
             raise
 
+    def state(self) -> dict[str, Any]:
+        """The phone's temperatures, governors and clocks (as around each run), plus Android's own
+        thermal status (0 none ... 6 shutdown; 2 and above throttle) from ``dumpsys thermalservice``."""
+        raw = self.adb("shell", f"{self.state_command()}; echo {MARK}; dumpsys thermalservice")
+        files, _, thermal = raw.partition(f"{MARK}\n")
+        found = re.search(r"^Thermal Status: (\d+)", thermal, re.MULTILINE)
+        return {**parse_state(files), "thermal_status": int(found[1]) if found else None}
+
     def parse(self, raw: str) -> Timing:
         before, output, after = (raw.split(f"{MARK}\n") + ["", ""])[:3] if f"{MARK}\n" in raw else ("", raw, "")
         stats = parse_stats(output)

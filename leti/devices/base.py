@@ -262,6 +262,39 @@ def package_versions(*distributions: str) -> dict[str, str | None]:
     return versions
 
 
+def read_files(pattern: str) -> dict[str, str]:
+    """Every readable file matching ``pattern`` (a glob under ``/``) and its stripped text."""
+    found = {}
+    for path in sorted(Path("/").glob(pattern.lstrip("/"))):
+        try:
+            found[str(path)] = path.read_text().strip()
+        except OSError:
+            continue
+    return found
+
+
+def host_state() -> dict[str, Any]:
+    """What moves a CPU timing on this host from minute to minute: the load, the governor and the
+    current clock of each core, and the thermal zones' temperatures (°C). A VM often exposes no
+    cpufreq or thermal files; the load average is always there, and on a shared VM it is the drift."""
+    cpus: dict[str, dict[str, Any]] = {}
+    for path, value in read_files("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_*").items():
+        core, name = Path(path).parts[-3], Path(path).name
+        if name == "scaling_governor":
+            cpus.setdefault(core, {})["governor"] = value
+        elif name == "scaling_cur_freq" and value.isdigit():
+            cpus.setdefault(core, {})["mhz"] = int(value) / 1000
+    zones = read_files("/sys/class/thermal/thermal_zone*/temp")
+    kinds = read_files("/sys/class/thermal/thermal_zone*/type")
+    thermal = {kinds.get(str(Path(path).with_name("type")), Path(path).parent.name): int(value) / 1000
+               for path, value in zones.items() if value.lstrip("-").isdigit()}
+    try:
+        load = [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        load = None
+    return {"loadavg": load, "cpus": cpus, "thermal_c": thermal}
+
+
 def host_environment() -> dict[str, Any]:
     """What shapes a CPU timing besides the model: processor, governor and library versions."""
     return {
@@ -368,6 +401,11 @@ class Backend(ABC):
     def cpu_affinity(self) -> list[int]:
         """CPUs the timed runs may use (the host's affinity for a host backend)."""
         return cpu_affinity()
+
+    def state(self) -> dict[str, Any]:
+        """The device's state now (load, clocks, temperatures), read around each chunk: a remote
+        device reports its own; a backend timing on this machine reports the host's."""
+        return host_state()
 
     def benchmark(
         self, network: torch.nn.Module, example: torch.Tensor, protocol: Protocol, workdir: Path

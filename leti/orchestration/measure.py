@@ -26,6 +26,7 @@ from leti import params, spaces
 from leti.devices.config import DeviceConfig, device_from_params
 from leti.errors import DeviceError
 from leti.measure import campaign
+from leti.measure.sentinel import SentinelPolicy
 from leti.orchestration.retries import retry_only_on
 from leti.store import tables
 
@@ -35,18 +36,19 @@ SUMMARY_ARTIFACT = "measure-summary"
 @task(retry_condition_fn=retry_only_on(DeviceError))  # a bad model already became an error row
 def measure_chunk_task(
     archs: list[str], device: DeviceConfig, store: str, index: int, chunks: int, part_size: int, retry_errors: bool,
-    device_retries: int, backoff_seconds: float, op_profile_store: str | None = None,
+    device_retries: int, backoff_seconds: float, op_profile_store: str | None = None, policy: SentinelPolicy = SentinelPolicy(),
 ) -> dict[str, Any]:
-    """Claim the next chunk of ``archs`` the store lacks, measure it under the device lock and write
-    it as one Parquet part (the chunk after it is converted ahead while it is timed)."""
+    """Claim the next chunk of ``archs`` (in their order) the store lacks, measure it under the device
+    lock, bracketed by the sentinel, and write it as one Parquet part (the chunk after it is converted
+    ahead while it is timed)."""
     result = campaign.measure_next_chunk(
         archs, device, Path(store), part_size, retry_errors, device_retries, backoff_seconds,
-        op_profile_store=Path(op_profile_store) if op_profile_store else None,
+        op_profile_store=Path(op_profile_store) if op_profile_store else None, policy=policy,
     )
     if result is None:  # another task or campaign measured the rest
         get_run_logger().info("%s: chunk %d/%d: nothing left to claim", device.name, index + 1, chunks)
         return {"device": device.name, "cells": 0, "failed": 0, "timed_seconds": 0.0, "device_seconds": 0.0, "op_profiles": 0,
-                "started": None, "finished": None, "attempt": current_task_run.run_count}
+                "started": None, "finished": None, "attempt": current_task_run.run_count, "rows": [], "sentinels": []}
     get_run_logger().info(
         "%s: chunk %d/%d done: %d cells, %d failed, %.1f s", device.name, index + 1, chunks,
         len(result.rows), result.failed, result.finished - result.started,
@@ -61,6 +63,8 @@ def measure_chunk_task(
         "started": result.started,
         "finished": result.finished,
         "attempt": current_task_run.run_count,
+        "rows": result.rows,
+        "sentinels": result.sentinels,
     }
 
 
@@ -75,6 +79,7 @@ def summary_rows(devices: list[DeviceConfig], todo: dict[str, list[str]], reques
         timed = sum(chunk["timed_seconds"] for chunk in mine)
         running = sum(chunk["device_seconds"] for chunk in mine)
         busy = sum(chunk["finished"] - chunk["started"] for chunk in mine if chunk["started"] is not None)
+        quality = campaign.chunk_quality([campaign.ChunkResult(c["rows"], 0.0, 0.0, sentinels=c["sentinels"]) for c in mine])
         rows.append({
             "device": device.name,
             "space": space,
@@ -88,6 +93,7 @@ def summary_rows(devices: list[DeviceConfig], todo: dict[str, list[str]], reques
             "device_seconds": round(running, 2),
             "timed_seconds": round(timed, 2),
             "overhead": round(busy / running, 2) if running else None,
+            "quality": quality.line(),
             "status": f"FAILED: {failures[device.name]}" if device.name in failures else "ok",
         })
     rows.append({"device": "(campaign wall time)", "chunk_seconds": round(wall_seconds, 2)})
@@ -108,13 +114,18 @@ def measure_devices(
     retry_delay_seconds: float = 30.0,
     op_profile_store: str | None = None,
     space: str = spaces.DEFAULT,
+    order_seed: int | None = 0,
+    sentinel: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure ``archs`` (cells of ``space``) on every named device; returns the summary rows and
-    per-chunk records. Per-operator profiles go to ``op_profile_store`` (default: ``op_profiles``
-    beside ``store``)."""
+    """Measure ``archs`` (cells of ``space``) on every named device, in the seeded order, each chunk
+    bracketed by the sentinel (``sentinel``: ``measure.sentinel`` of params.yaml); returns the summary
+    rows and per-chunk records. Per-operator profiles go to ``op_profile_store`` (default:
+    ``op_profiles`` beside ``store``)."""
     logger = get_run_logger()
     start = time.monotonic()
+    policy = SentinelPolicy.from_params(sentinel)
     configs = [device_from_params(name, params_path, space) for name in devices]
+    archs = campaign.measuring_order(archs, order_seed)
     todo = {device.name: campaign.pending(archs, device, Path(store), retry_errors) for device in configs}
     futures = []
     for device in configs:
@@ -127,7 +138,7 @@ def measure_devices(
             )
             futures.append(
                 (device.name, chunk_task.submit(archs, device, store, index, chunks, chunk_size, retry_errors, device_retries,
-                                                backoff_seconds, op_profile_store))
+                                                backoff_seconds, op_profile_store, policy))
             )
     records, failures = [], {}
     for name, future in futures:
@@ -146,10 +157,10 @@ def measure_devices(
 
 
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| device | space | measured | skipped | failed cells | overhead | status |", "|---|---|---|---|---|---|---|"]
+    lines = ["| device | space | measured | skipped | failed cells | overhead | quality | status |", "|---|---|---|---|---|---|---|---|"]
     for row in rows[:-1]:
         lines.append(f"| {row['device']} | {row['space']} | {row['measured']} | {row['skipped']} | {row['failed_cells']} | "
-                     f"{row['overhead']} | {row['status']} |")
+                     f"{row['overhead']} | {row['quality']} | {row['status']} |")
     lines.append(f"\nWall time: {rows[-1]['chunk_seconds']} s")
     return "\n".join(lines)
 
@@ -223,6 +234,8 @@ def run_from_params(
             retry_errors=config["retry_errors"],
             op_profile_store=op_profile_store,
             space=space,
+            order_seed=config.get("order_seed", 0),
+            sentinel=config.get("sentinel"),
         )
         for space, chosen in by_space.items()
     ]

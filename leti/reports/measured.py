@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leti import spaces
+from leti import params, spaces
 from leti.devices.config import DeviceConfig, device_from_params
 from leti.measure import campaign
 from leti.metrics import regression_metrics
@@ -55,8 +55,9 @@ def measure(config: dict[str, Any], params_path: str | Path, store: Path, progre
     archs, device = sample(config), device_of(config, params_path)
     results = []
     for index in range(1, config["passes"] + 1):
-        result = campaign.run_campaign(archs, device, pass_store(store, index), part_size=config.get("part_size", 10),
-                                       progress=progress)
+        options = {**campaign.options_from_params(params.load(params_path).get("measure") or {}),
+                   **({"part_size": config["part_size"]} if "part_size" in config else {})}
+        result = campaign.run_campaign(archs, device, pass_store(store, index), progress=progress, **options)
         log(f"pass {index}: {result.measured} measured, {result.skipped} already there, {result.failed} failed, "
             f"{result.seconds:.0f} s")
         results.append(result)

@@ -68,6 +68,8 @@ class SearchSpace(Protocol):
     NAME: str
     OPS: tuple[str, ...]
     """The ops a cell chooses from; :meth:`op_counts` counts them in this order."""
+    SENTINEL: str
+    """A fixed cell of median cost, timed around every chunk of a campaign: the device's speed now."""
     GRAPH_NODE_TYPES: tuple[str, ...]
     """Node labels that get a one-hot column in the GCN (the global node is the featuriser's)."""
     ENCODING_NAMES: tuple[str, ...]

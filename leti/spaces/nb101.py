@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 NAME = "nb101"
 INPUT, OUTPUT = "input", "output"
 OPS: tuple[str, ...] = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")
+SENTINEL = "m111m|110000.11000.1100.010.10.1"
+"""A cell at the median FLOPs of 300 uniformly sampled cells (1.45 GFLOPs in the benchmark's network), every op kind in it."""
 """Inner ops in the benchmark's ``available_ops`` order: the hash labels them by this index."""
 MAX_VERTICES = 7
 MAX_EDGES = 9

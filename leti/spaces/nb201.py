@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 NAME = "nb201"
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+SENTINEL = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
+"""A cell at the median FLOPs of the space (102 MFLOPs in the CIFAR-10 network), every op kind in it."""
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 """(to_node, from_node) for each position of a cell tuple."""
 NUM_NODES = 4

@@ -31,8 +31,9 @@ import polars as pl
 from leti import spaces
 from leti.store import tables
 
-STATISTICS = ("median_ms", "iqm_ms", "mean_ms", "min_ms")
-"""Summaries of a cell's timed runs that a predictor can learn (columns of the latency table)."""
+STATISTICS = ("median_ms", "iqm_ms", "mean_ms", "min_ms", "min_ms_corrected")
+"""Summaries of a cell's timed runs that a predictor can learn (columns of the latency table);
+``min_ms_corrected`` is ``min_ms`` normalised by the sentinel to the configuration's reference speed."""
 ONLY = "only"
 NEWEST = "newest"
 DUPLICATES = ("latest", "mean")
@@ -81,8 +82,9 @@ def store_devices(store: Path) -> list[str]:
 
 
 def device_rows(path: str | Path, device: str, space: str | None = None) -> pl.DataFrame:
-    """Successful rows of ``device`` (and ``space``) from a store folder or one table file; an unknown
-    device or space is one error that names what the path holds."""
+    """Successful rows of ``device`` (and ``space``) from a store folder or one table file, sentinel
+    timings left out (``sentinel_rows``); an unknown device or space is one error that names what the
+    path holds."""
     path = Path(path)
     if path.is_dir():
         if not (path / device).is_dir():
@@ -94,7 +96,7 @@ def device_rows(path: str | Path, device: str, space: str | None = None) -> pl.D
         if not rows.filter(pl.col("device") == device).height:
             known = sorted(rows["device"].unique().to_list())
             raise KeyError(f"unknown device {device!r} in {path} (known: {', '.join(known) or 'none'})")
-    rows = rows.filter((pl.col("device") == device) & pl.col("error").is_null())
+    rows = rows.filter((pl.col("device") == device) & pl.col("error").is_null() & pl.col("role").is_null())
     if space is not None:
         found = rows.filter(pl.col("space") == space)
         if found.is_empty():
@@ -218,3 +220,13 @@ def read_kernels(folder: str | Path, statistic: str = "min_ms", configuration: s
     return KernelRows(device=str(current["device"][0]), config_id=config, statistic=statistic, table=table,
                       overhead_ms=overhead, rows_read=rows.height, other_config=rows.height - current.height,
                       repeats=kernels.height - table.height)
+
+
+def sentinel_rows(path: str | Path, device: str, space: str, configuration: str | None = None) -> pl.DataFrame:
+    """The sentinel timings of ``device`` and ``space`` (of one configuration, if named), oldest first."""
+    folder = Path(path) / device / space
+    rows = tables.read(folder, tables.LATENCY) if folder.is_dir() else tables.empty(tables.LATENCY)
+    rows = rows.filter((pl.col("role") == "sentinel") & pl.col("error").is_null())
+    if configuration is not None:
+        rows = rows.filter(pl.col("config_id") == configuration)
+    return rows.sort("measured_at")

@@ -75,6 +75,16 @@ LATENCY = pa.schema(
         added("model_digest", pa.string()),  # sha256 of the ONNX/TFLite file, or of a torchvision network's definition
         added("flops", pa.int64()),  # per forward pass of the measured batch, 2 per multiply-add
         added("params", pa.int64()),
+        # drift (leti.measure.sentinel): the sentinel cell timed around each chunk, and each cell's
+        # statistic normalised to the configuration's reference speed; null in stores written before
+        added("role", pa.string()),  # null: a measured cell; "sentinel": a timing of the space's sentinel cell
+        added("chunk", pa.string()),  # the chunk attempt the row was measured in (cells and their sentinels)
+        added("attempt", pa.int32()),  # 1 for a chunk's first measurement, 2... when its sentinel drifted
+        added("drifted", pa.bool_()),  # the chunk's sentinel moved beyond the threshold on this attempt
+        added("sentinel_before_ms", pa.float64()),  # the sentinel's min_ms before and after the cell's chunk
+        added("sentinel_after_ms", pa.float64()),
+        added("sentinel_reference_ms", pa.float64()),  # the configuration's first sentinel in the store
+        added("min_ms_corrected", pa.float64()),  # min_ms x reference / the sentinel interpolated to the cell's time
     ],
     metadata={"leti.table": "latency"},
 )

@@ -10,7 +10,7 @@ by the selection rule becomes ``models:/leti-<space>-<device>@champion`` when it
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class Training:
     rule: registry.Rule
     inputs: dict[str, str]  # name -> path of every input, tagged with its DVC md5
     experiment: str
+    tags: dict[str, str] = field(default_factory=dict)  # more tags for every run (the measurement's quality)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def train(training: Training, models: Path) -> Outcome:
     cells, space, device = training.cells, training.cells.space, training.cells.device
     data_tags = tracking.data_tags(training.inputs)
     target = {"space": space, "device": device, "config_id": cells.config_id, "statistic": cells.statistic}
-    tags = {**data_tags, **target}
+    tags = {**data_tags, **target, **training.tags}
     experiment_id = tracking.setup(training.experiment)
     shared = {
         "train.train_size": training.train_size, "train.val_size": training.val_size, "train.seeds": training.seeds,

@@ -43,12 +43,13 @@ def investigate(
     networks = analysis.popular_networks(models, statistic)
     shares = analysis.op_shares(data.load_op_profiles([Path(s) for s in op_profile_stores]))
     noise_rows = analysis.noise_rows(devices, models)
+    drift = analysis.sentinel_drift(data.load_sentinels([Path(s) for s in cell_stores], space))
     predictors = data.load_kernel_predictors(kernel_models) if kernel_models is not None else {}
     network_predictions = analysis.network_predictions(networks, predictors)
     results = report.Results(
         config=config, space=space, flops_marginal=flops_marginal, devices=devices, fits=fits, lookups=lookups, cross=cross, networks=networks,
         networks_spearman=analysis.models_flops_spearman(networks) if not networks.is_empty() else {},
-        shares=shares, noise=analysis.noise_summary(noise_rows), network_predictions=network_predictions,
+        shares=shares, noise=analysis.noise_summary(noise_rows), drift=drift, network_predictions=network_predictions,
         network_scores=analysis.method_scores(network_predictions),
     )
     results.figures = draw(results, noise_rows, out)
@@ -86,4 +87,6 @@ def draw(results: report.Results, noise_rows: Any, out: Path) -> dict[str, Path]
         drawn["noise"] = figures.noise(noise_rows, results.noise, folder / "noise.png")
     if not results.network_scores.is_empty():
         drawn["network_methods"] = figures.network_methods(results.network_predictions, results.network_scores, folder / "network_methods.png")
+    if not results.drift.is_empty():
+        drawn["sentinel_drift"] = figures.sentinel_drift(results.drift, folder / "sentinel_drift.png")
     return {key: path.relative_to(out) for key, path in drawn.items() if path is not None}

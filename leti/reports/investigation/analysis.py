@@ -428,3 +428,16 @@ def method_scores(predictions: pl.DataFrame) -> pl.DataFrame:
     schema = {"device": pl.String, "method": pl.String, "family": pl.String, "networks": pl.Int64, "of": pl.Int64,
               "acc_5pct": pl.Float64, "acc_10pct": pl.Float64, "mape": pl.Float64, "spearman": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
+
+
+def sentinel_drift(sentinels: pl.DataFrame) -> pl.DataFrame:
+    """The sentinel over time per device and configuration: minutes since its first timing and its
+    ``min_ms`` relative to that first one (%), the speed every corrected row is normalised to."""
+    if sentinels.is_empty():
+        return pl.DataFrame(schema={"device": pl.String, "config_id": pl.String, "minutes": pl.Float64, "drift_pct": pl.Float64})
+    ordered = sentinels.sort("measured_at")
+    return ordered.select(
+        "device", "config_id",
+        ((pl.col("measured_at") - pl.col("measured_at").first().over("device", "config_id")).dt.total_seconds() / 60).alias("minutes"),
+        (100 * (pl.col("min_ms") / pl.col("min_ms").first().over("device", "config_id") - 1)).alias("drift_pct"),
+    )

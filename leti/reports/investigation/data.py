@@ -156,3 +156,10 @@ def load_kernel_predictors(folder: Path) -> dict[str, dict[str, Any]]:
         if families:
             found[device.name] = families
     return found
+
+
+def load_sentinels(stores: list[Path], space: SearchSpace) -> pl.DataFrame:
+    """Every sentinel timing of ``space`` in the stores (leti's own campaigns time one around each chunk)."""
+    frames = [reader.sentinel_rows(store, device, space.NAME) for store in stores for device in reader.store_devices(store)]
+    frames = [frame for frame in frames if frame.height]
+    return pl.concat(frames, how="vertical") if frames else tables.empty(tables.LATENCY)

@@ -424,3 +424,20 @@ def network_methods(predictions: pl.DataFrame, scores: pl.DataFrame, path: Path)
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(True, which="both", alpha=0.2)
     return save(fig, path)
+
+
+def sentinel_drift(drift: pl.DataFrame, path: Path) -> Path:
+    """The sentinel cell's latency over each campaign, relative to its first timing: the device's drift."""
+    series = drift.select("device", "config_id").unique(maintain_order=True).rows()
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for device, config in series:
+        rows = drift.filter((pl.col("device") == device) & (pl.col("config_id") == config))
+        label = device if sum(1 for d, _ in series if d == device) == 1 else f"{device} ({config[:6]})"
+        ax.plot(rows["minutes"], rows["drift_pct"], marker=".", markersize=3, linewidth=1, label=label)
+    ax.axhline(0, color="#999999", linewidth=0.8)
+    ax.set_xlabel("minutes since the configuration's first sentinel timing")
+    ax.set_ylabel("sentinel min_ms vs its first timing (%)")
+    ax.set_title("Device drift: the sentinel cell timed around every chunk of a campaign")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)

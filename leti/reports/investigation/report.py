@@ -32,6 +32,7 @@ class Results:
     networks_spearman: dict[str, float]
     shares: pl.DataFrame
     noise: pl.DataFrame
+    drift: pl.DataFrame  # the sentinel over time per measured device (analysis.sentinel_drift)
     network_predictions: pl.DataFrame = field(default_factory=pl.DataFrame)
     network_scores: pl.DataFrame = field(default_factory=pl.DataFrame)
     figures: dict[str, Path] = field(default_factory=dict)
@@ -319,6 +320,8 @@ def noise_section(results: Results) -> str:
                "pass-to-pass, median of runs %", "pass-to-pass, min of runs %"], rows),
         "",
         figure(results, "noise", "Measurement noise per device"),
+        "",
+        *drift_lines(results),
     ]
     return "\n".join(text)
 
@@ -347,6 +350,25 @@ def kernels_section(results: Results) -> str:
         figure(results, "network_methods", "Predicted against measured latency of the networks, per method"),
     ]
     return "\n".join(text)
+
+
+def drift_lines(results: Results) -> list[str]:
+    """The sentinel's drift per measured device: how far the device's speed moved during its campaigns."""
+    if results.drift.is_empty():
+        return ["No sentinel timings in the stores (campaigns measured before the sentinel, or with it off)."]
+    summary = results.drift.group_by("device", "config_id", maintain_order=True).agg(
+        pl.len().alias("timings"), pl.col("minutes").max(), pl.col("drift_pct").min().alias("low"), pl.col("drift_pct").max().alias("high"))
+    rows = [(r["device"], r["config_id"], r["timings"], r["minutes"], r["low"], r["high"]) for r in summary.iter_rows(named=True)]
+    return [
+        "### Device drift",
+        "",
+        "Each campaign times the space's sentinel cell before and after every chunk; its `min_ms` relative to the",
+        "configuration's first timing is the device's speed. Rows keep `min_ms_corrected`, normalised to that reference.",
+        "",
+        table(["device", "configuration", "sentinel timings", "minutes", "lowest %", "highest %"], rows),
+        "",
+        figure(results, "sentinel_drift", "The sentinel over time, per measured device"),
+    ]
 
 
 def pct(value: float | None) -> float | None:

@@ -1,0 +1,232 @@
+"""Measurements you can trust on a drifting device: the figures behind `measure.sentinel`'s defaults.
+
+    python benchmarks/drift.py passes --passes 3 --output benchmarks/results/drift      # ~10 min a pass
+    python benchmarks/drift.py phone --repeats 5 --output benchmarks/results/drift      # the stand-in phone
+    python benchmarks/drift.py concurrent --output benchmarks/results/drift
+    python benchmarks/drift.py report --output benchmarks/results/drift                # drift.md from the JSON files
+
+`passes`: fresh campaigns of the pipeline's NB201 sample on `torch-cpu` (params.yaml: `sample.nb201`,
+`devices.torch-cpu`, `measure`), each in its own store, with the sentinel on. Every attempt of every
+chunk is kept, so one set of passes scores every policy: **none** (each chunk's first attempt, raw
+`min_ms`: what a campaign without the sentinel measures), **detect** (the latest attempt, raw),
+**correct** (first attempts, `min_ms_corrected`), **detect+correct** (latest attempt, corrected).
+Per pass and policy: linear regression's acc@10 on the pipeline's split (`train.nb201`), and the
+pass-to-pass median difference of the statistic. The sentinel's own cost and the re-measured chunks'
+cost are given as shares of the campaign's wall time. A pass resumes where it stopped.
+`phone`: the stand-in phone (tests/fakes/adb) slowed by a scripted 20 % mid-campaign, `--repeats`
+times at different points, against an undisturbed run: detected or not, and the corrected cells'
+median distance from the undisturbed ones. `concurrent`: two `leti measure` processes started
+together on the same 30 cells, against one alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the stand-in phone
+
+from leti import params, predictors  # noqa: E402
+from leti.devices.config import DeviceConfig, device_from_params  # noqa: E402
+from leti.measure import campaign  # noqa: E402
+from leti.measure.sentinel import SentinelPolicy  # noqa: E402
+from leti.metrics import regression_metrics  # noqa: E402
+from leti.predictors import evaluation  # noqa: E402
+from leti.spaces import nb201  # noqa: E402
+from leti.store import tables  # noqa: E402
+
+POLICIES = {"none": ("min_ms", "first"), "detect": ("min_ms", "latest"), "correct": ("min_ms_corrected", "first"),
+            "detect+correct": ("min_ms_corrected", "latest")}
+
+
+def cells_of(store: Path, device: DeviceConfig, policy: str) -> pl.DataFrame:
+    """arch -> latency under a policy, from every attempt kept in one pass's store."""
+    statistic, attempt = POLICIES[policy]
+    rows = tables.read(store, tables.LATENCY).filter(
+        pl.col("role").is_null() & pl.col("error").is_null() & (pl.col("config_id") == device.config_id))
+    rows = rows.sort("measured_at")
+    chosen = rows.unique("arch", keep="first" if attempt == "first" else "last")
+    return chosen.select("arch", pl.col(statistic).alias("ms")).sort("arch")
+
+
+def linear_acc10(cells: pl.DataFrame, train: dict) -> float:
+    archs, latency = cells["arch"].to_list(), cells["ms"].to_numpy()
+    parts = evaluation.split(len(archs), train["train_size"], train["val_size"], train["seed"])
+    result = evaluation.evaluate(predictors.make_predictor("linear", space="nb201"), archs, latency, parts)
+    return float(result.metrics["acc_10pct"])
+
+
+def costs(store: Path, seconds: float) -> dict[str, float]:
+    """Shares of a pass's wall time spent timing sentinels and re-measuring drifted chunks."""
+    rows = tables.read(store, tables.LATENCY).filter(pl.col("error").is_null())
+
+    def busy(frame: pl.DataFrame) -> float:  # timed runs plus warm-up runs of the same length
+        return float(sum(sum(s) / 1000 * (1 + w / r) for s, w, r in frame.select("samples_ms", "warmup_runs", "runs").iter_rows()))
+
+    return {"sentinel_share": busy(rows.filter(pl.col("role") == "sentinel")) / seconds,
+            "remeasure_share": busy(rows.filter(pl.col("role").is_null() & (pl.col("attempt") > 1))) / seconds}
+
+
+def run_passes(args: argparse.Namespace) -> None:
+    sample, train = params.section("sample")["nb201"], params.section("train")["nb201"]
+    device = device_from_params("torch-cpu")
+    options = campaign.options_from_params(params.section("measure"))
+    archs = nb201.sample_valid(args.cells or sample["n"], sample["seed"])
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "passes.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {"passes": {}}
+    for index in range(1, args.passes + 1):
+        store = out / "stores" / f"pass{index}"
+        if str(index) in record["passes"]:
+            continue
+        started = time.monotonic()
+        result = campaign.run_campaign(archs, device, store, **options)
+        seconds = time.monotonic() - started
+        record["passes"][str(index)] = {"seconds": seconds, "quality": result.quality().line(), **costs(store, seconds),
+                                        "loadavg": os.getloadavg()}
+        print(f"pass {index}: {seconds:.0f} s, {result.quality().line()}", flush=True)
+        record_path.write_text(json.dumps(record, indent=2))
+    stores = sorted((out / "stores").glob("pass*"))
+    scores = {}
+    for policy in POLICIES:
+        frames = [cells_of(store, device, policy) for store in stores]
+        common = frames[0]["arch"]
+        for frame in frames[1:]:
+            common = common.filter(common.is_in(frame["arch"].implode()))
+        aligned = [frame.filter(pl.col("arch").is_in(common.implode())).sort("arch") for frame in frames]
+        acc = [linear_acc10(frame, train) for frame in aligned]
+        diffs = [float(np.median(np.abs(a["ms"].to_numpy() - b["ms"].to_numpy()) / ((a["ms"].to_numpy() + b["ms"].to_numpy()) / 2)))
+                 for i, a in enumerate(aligned) for b in aligned[i + 1:]]
+        scores[policy] = {"linear_acc_10pct": acc, "pass_to_pass_median_diff_pct": [100 * d for d in diffs], "cells": common.len()}
+    record["scores"] = scores
+    record_path.write_text(json.dumps(record, indent=2))
+    print(json.dumps(scores, indent=2))
+
+
+def run_phone(args: argparse.Namespace) -> None:
+    from fakes.phone import SERIAL, install
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    archs = nb201.sample_valid(args.cells, seed=31)
+    shape = {"input_size": 16, "channels": 16, "cells_per_stage": 1, "num_classes": 10}
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="leti-drift-phone-") as scratch:
+        root, adb = install(Path(scratch))
+        os.environ.update(FAKE_ADB_ROOT=str(root), FAKE_ADB_SERIAL=SERIAL)
+        device = DeviceConfig.from_params("phone", {"backend": "android-adb", "options": {"serial": SERIAL, "adb": str(adb)}},
+                                          {"runs": 100, "warmup_runs": 5, **shape})
+        policy = SentinelPolicy.from_params(params.section("measure").get("sentinel"))
+        calm_store = Path(scratch) / "calm"
+        campaign.run_campaign(archs, device, calm_store, part_size=2, progress=False, policy=policy, order_seed=None)
+        calm = cells_of(calm_store, device, "none")
+        benchmarks = 1 + len(archs) + len(archs) // 2  # sentinels and cells of one undisturbed campaign
+        for repeat in range(args.repeats):
+            after = 2 + repeat * max(1, (benchmarks - 4) // max(1, args.repeats - 1))  # slow down at a different call each time
+            (root / ".slowdown").write_text(json.dumps({"after": after, "runs": 10_000, "factor": 1.2}))
+            (root / ".benchmarks").unlink(missing_ok=True)
+            store = Path(scratch) / f"slow{repeat}"
+            result = campaign.run_campaign(archs, device, store, part_size=2, progress=False, policy=policy, order_seed=None)
+            corrected = cells_of(store, device, "detect+correct").join(calm, on="arch", suffix="_calm")
+            raw = cells_of(store, device, "detect").join(calm, on="arch", suffix="_calm")
+            runs.append({"slowdown_after_call": after, "detected": result.quality().remeasured_chunks > 0,
+                         "corrected_median_error_pct": 100 * float((corrected["ms"] / corrected["ms_calm"] - 1).abs().median()),
+                         "raw_median_error_pct": 100 * float((raw["ms"] / raw["ms_calm"] - 1).abs().median()),
+                         "cells": corrected.height, "quality": result.quality().line()})
+            print(json.dumps(runs[-1]), flush=True)
+    (out / "phone.json").write_text(json.dumps({"cells": args.cells, "runs": runs}, indent=2))
+
+
+def run_concurrent(args: argparse.Namespace) -> None:
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    archs = nb201.sample_valid(30, seed=40)
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="leti-drift-concurrent-") as scratch:
+        config = params.load()
+        for label, processes in (("one", 1), ("two", 2)):
+            store = Path(scratch) / label
+            command = [sys.executable, "-m", "leti", "measure", "--device", "torch-cpu", "--store", str(store), "--no-progress",
+                       "--params", str(ROOT / "params.yaml"), *[f"--arch={arch}" for arch in archs]]
+            started = time.monotonic()
+            running = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                       for _ in range(processes)]
+            for process in running:
+                process.communicate()
+            seconds = time.monotonic() - started
+            rows = tables.read(store, tables.LATENCY).filter(pl.col("role").is_null())
+            latest = rows.sort("measured_at").unique("arch", keep="last")
+            figures[label] = {"seconds": seconds, "cell_rows": rows.height, "cells": latest.height,
+                              "returncodes": [process.returncode for process in running]}
+        figures["part_size"] = config["measure"]["part_size"]
+    (out / "concurrent.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+
+
+def fmt(values: list[float], digits: int = 1) -> str:
+    return " / ".join(f"{v:.{digits}f}" for v in values)
+
+
+def run_report(args: argparse.Namespace) -> None:
+    out = Path(args.output)
+    lines = ["# Measurements on a drifting device: the sentinel's figures", "", "Produced by `benchmarks/drift.py`."]
+    if (out / "passes.json").exists():
+        record = json.loads((out / "passes.json").read_text())
+        lines += ["", "## Three fresh passes of the pipeline's NB201 sample on torch-cpu", "",
+                  "| pass | wall s | load average (1/5/15 min) at the end | sentinel share of wall % | re-measured share % | quality |",
+                  "|---|---|---|---|---|---|"]
+        for index, item in sorted(record["passes"].items()):
+            lines.append(f"| {index} | {item['seconds']:.0f} | {fmt(item['loadavg'], 2)} | {100 * item['sentinel_share']:.1f} | "
+                         f"{100 * item['remeasure_share']:.1f} | {item['quality']} |")
+        lines += ["", "| policy | linear acc@10 per pass % | spread (max − min) | pass-to-pass median difference % (1-2 / 1-3 / 2-3) |",
+                  "|---|---|---|---|"]
+        for policy, score in record.get("scores", {}).items():
+            acc = score["linear_acc_10pct"]
+            lines.append(f"| {policy} | {fmt(acc)} | {max(acc) - min(acc):.1f} | {fmt(score['pass_to_pass_median_diff_pct'], 2)} |")
+    if (out / "phone.json").exists():
+        record = json.loads((out / "phone.json").read_text())
+        runs = record["runs"]
+        lines += ["", f"## The stand-in phone, a scripted 20 % slowdown ({record['cells']} cells, part size 2)", "",
+                  "| slowed from benchmark call | detected | raw median error % | corrected median error % |", "|---|---|---|---|"]
+        lines += [f"| {r['slowdown_after_call'] + 1} | {'yes' if r['detected'] else 'NO'} | {r['raw_median_error_pct']:.2f} | "
+                  f"{r['corrected_median_error_pct']:.2f} |" for r in runs]
+        lines += ["", f"Detected {sum(r['detected'] for r in runs)} of {len(runs)}; corrected error median over runs "
+                      f"{statistics.median(r['corrected_median_error_pct'] for r in runs):.2f} %."]
+    if (out / "concurrent.json").exists():
+        record = json.loads((out / "concurrent.json").read_text())
+        lines += ["", "## Two campaigns at once on the same 30 cells", "",
+                  "| campaigns | wall s | cell rows | distinct cells |", "|---|---|---|---|"]
+        for label in ("one", "two"):
+            lines.append(f"| {label} | {record[label]['seconds']:.1f} | {record[label]['cell_rows']} | {record[label]['cells']} |")
+    (out / "drift.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["passes", "phone", "concurrent", "report"])
+    parser.add_argument("--output", default="benchmarks/results/drift")
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--cells", type=int, default=None, help="passes: cells of the sample (default: sample.nb201.n); phone: 8")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.what == "phone" and args.cells is None:
+        args.cells = 8
+    {"passes": run_passes, "phone": run_phone, "concurrent": run_concurrent, "report": run_report}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
