@@ -208,13 +208,15 @@ class Concat(nn.Module):
 
 
 class Split(nn.Module):
-    def __init__(self, parts: int) -> None:
+    """``parts`` chunks along the channels, or (one part) the first half of them, a slice."""
+
+    def __init__(self, parts: int, channels: int) -> None:
         super().__init__()
-        self.parts = parts
+        self.parts, self.keep = parts, max(1, channels // 2)
 
     def forward(self, x: torch.Tensor) -> Any:
         if self.parts == 1:
-            return x[:, : max(1, x.shape[1] // 2)]
+            return x[:, : self.keep]
         return torch.chunk(x, self.parts, dim=1)
 
 
@@ -313,7 +315,7 @@ def build(kernel: K.Kernel, seed: int = 0) -> tuple[nn.Module, torch.Tensor | tu
         sizes = [c["cin"] // parts + (1 if i < c["cin"] % parts else 0) for i in range(parts)]
         module, example = Concat(), tuple(tensor(n, size, c.get("hin", 1), c.get("win", 1)) for size in sizes)
     elif anchor == "split":
-        module, example = Split(max(1, c.get("inputs", 2))), (tensor(*nchw),)
+        module, example = Split(max(1, c.get("inputs", 2)), c.get("cin", 1)), (tensor(*nchw),)
     elif anchor == "transpose":
         module, example = Transpose(), (tensor(*nchw),)
     elif anchor == "reshape":
@@ -588,7 +590,7 @@ def measure(
                                   replicas=replicas, flops=int(cost["flops"]), bytes=int(cost["bytes"]), config_id=config)
 
                 def artifact(module=module, example=example):  # noqa: ANN001, ANN202 - bound per kernel
-                    return session.backend.prepare(module, example, session.workdir)
+                    return session.backend.prepare(portable(module, session.backend), example, session.workdir)
 
                 measured = session.retry(lambda row=row, artifact=artifact, example=example: measure_one(session, row, artifact, example))
                 rows.append(measured.row)
@@ -602,6 +604,22 @@ def measure(
         log.info("%s: %d/%d kernels of %s measured", device.name, start + len(chunk), len(pending), campaign)
     progress.seconds += time.monotonic() - started
     return progress
+
+
+def portable(module: nn.Module, backend: Any) -> nn.Module:
+    """The module as a ``torch.fx`` graph of plain ``torch.nn`` modules for a backend that converts in
+    another environment (TFLite's converter has torch but not leti's dependencies, and unpickles what
+    it is sent); the module itself for the others."""
+    if backend.artifact_format != "tflite":
+        return module
+    if isinstance(module, Replicated):
+        raise ValueError("replicated kernels (replica_bytes > 0) are for backends that time on this host; "
+                         f"backend {backend.name!r} converts each kernel to .tflite (use replica_bytes: 0)")
+    traced = torch.fx.symbolic_trace(module)
+    for node in traced.graph.nodes:
+        node.type = None  # the annotations are strings here (postponed evaluation): a pickled graph cannot name them
+    traced.recompile()
+    return traced
 
 
 # --- fusion rules -------------------------------------------------------------------------------
@@ -654,6 +672,7 @@ def pair_cases(first: str, second: str, case: int) -> tuple[K.Kernel, K.Kernel, 
 def detect_fusion(
     device: DeviceConfig, kernel_store: Path, rules_store: Path, pairs: Sequence[tuple[str, str]], cases: int = 4,
     repeats: int = 3, threshold: float = 0.5, chunk_size: int = 40, replication: Replication = Replication(),
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
     """Measure each pair's test models ``repeats`` times, in passes (those the kernel store lacks),
     and append the decisions the rules table lacks; returns the device's rule rows under its
@@ -661,10 +680,12 @@ def detect_fusion(
     tests = {(a, b, case): pair_cases(a, b, case) for a, b in pairs for case in range(cases)}
     models = list({k.key: k for trio in tests.values() for k in trio}.values())
     for repeat in range(repeats):
-        measure(models, device, kernel_store, "fusion", chunk_size=chunk_size, repeat=repeat, replication=replication)
+        measure(models, device, kernel_store, "fusion", chunk_size=chunk_size, repeat=repeat, replication=replication, progress=progress)
     folder = device_dir(rules_store, device.name)
     config = config_id(device, replication)
     existing = read_rule_rows(folder, config)
+    if not tests:
+        return existing
     decided = {(row["first"], row["second"], row["case"]) for row in existing.iter_rows(named=True)}
     from leti.store.reader import read_kernels
 
@@ -755,7 +776,7 @@ def run_campaign(device: DeviceConfig, kernel_store: Path, rules_store: Path, ca
     pairs = list(campaign.pairs) if campaign.pairs is not None else fusion_pairs()
     replication = campaign.replication
     rule_rows = detect_fusion(device, kernel_store, rules_store, pairs, campaign.fusion_cases, campaign.fusion_repeats,
-                              campaign.threshold, campaign.chunk_size, replication)
+                              campaign.threshold, campaign.chunk_size, replication, progress)
     rules = rules_from_rows(rule_rows)
     say(f"fusion rules of {device.name}: {', '.join(f'{a}+{b}' for (a, b), fused in sorted(rules.items()) if fused) or 'none fused'}")
     types = campaign_types(rules)
@@ -766,8 +787,12 @@ def run_campaign(device: DeviceConfig, kernel_store: Path, rules_store: Path, ca
     measure(first, device, kernel_store, "sample", 0, campaign.chunk_size, progress=progress, replication=replication)
     say(f"{device.name}: {len(types)} kernel types, {len(first)} first samples")
     folder = device_dir(kernel_store, device.name)
+    config = config_id(device, replication)
+    done_rounds = set(current_rows(folder, config).filter(pl.col("campaign") == "adaptive")["round"].to_list())
     for round_number in range(1, campaign.adaptive_rounds + 1):
-        data = read_kernels(folder, configuration=config_id(device, replication))
+        if round_number in done_rounds:  # its picks came from the data of its time: a rerun does not pick again
+            continue
+        data = read_kernels(folder, configuration=config)
         rows = data.table.filter(pl.col("kernel_type").is_in(types))
         kernels = [K.kernel_from_json(t, s) for t, s in zip(rows["kernel_type"], rows["shape"])]
         own = np.maximum(rows["own_ms"].to_numpy(), 0.0005)
