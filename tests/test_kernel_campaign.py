@@ -111,3 +111,18 @@ def test_a_phone_cannot_be_timed_by_this_hosts_clock(phone) -> None:
 
     with pytest.raises(ValueError, match="clock 'thread' times this host's CPU"):
         DeviceConfig.from_params("pixel", {"backend": "android-adb", "options": phone["options"], "clock": "thread"}, FAST_PROTOCOL)
+
+
+def test_leti_measure_kernels_names_a_bad_device_or_campaign_in_one_line(tmp_path, capsys) -> None:
+    import yaml
+
+    from leti.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"devices": {"cpu": {"backend": "torch-cpu"}}, "kernels": {"campaign": "small", "campaigns": {"small": {}}}}))
+    for arguments, expected in ((["--device", "gpu"], "unknown device 'gpu'"), (["--device", "cpu", "--campaign", "huge"],
+                                                                                 "unknown kernel campaign 'huge'")):
+        code = main(["measure-kernels", *arguments, "--params", str(params), "--kernels", str(tmp_path / "k"), "--rules", str(tmp_path / "r")])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(error) == 1 and expected in error[0]
+    assert not (tmp_path / "k").exists()
