@@ -102,7 +102,7 @@ def campaign(args: argparse.Namespace) -> None:
     from leti.measure import kernels
 
     section = params.section("kernels", args.params)
-    settings = kernels.Campaign.from_params(section["campaigns"][args.campaign])
+    settings = kernels.Campaign.from_params({**section["campaigns"][args.campaign], "retry_errors": args.retry_errors})
     for device_name in args.device:
         device = device_with_clock(device_name, args.params, args.clock)
         store = DATA / args.clock
@@ -128,6 +128,7 @@ def main() -> None:
             sub.add_argument("--families", nargs="*")
         if name == "campaign":
             sub.add_argument("--campaign", default="full")
+            sub.add_argument("--retry-errors", action="store_true", help="measure again kernels whose last attempt failed")
     args = parser.parse_args()
     {"measure": measure, "cells": cells, "campaign": campaign, "evaluate": evaluate}[args.command](args)
 

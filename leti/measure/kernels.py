@@ -560,19 +560,21 @@ class Progress:
 def measure(
     kernels: Sequence[K.Kernel], device: DeviceConfig, store: Path, campaign: str, round_number: int = 0,
     chunk_size: int = 40, retries: int = 3, backoff_seconds: float = 2.0, progress: Progress | None = None,
-    repeat: int = 0, replication: Replication = Replication(),
+    repeat: int = 0, replication: Replication = Replication(), retry_errors: bool = False,
 ) -> Progress:
     """Time every kernel the store lacks under the device's configuration; one part per chunk.
 
     Each chunk is a measuring session of its own (the CPU's lock is released between chunks) and
     starts with the ``empty`` kernel, the per-call overhead at that moment. ``repeat`` > 0 times the
-    kernels again as a separate pass (their keys end in ``#repeat``).
+    kernels again as a separate pass (their keys end in ``#repeat``). A kernel that failed is skipped
+    like a measured one unless ``retry_errors``.
     """
     progress = progress or Progress()
     folder = device_dir(store, device.name)
     started = time.monotonic()
     config = config_id(device, replication)
-    done = set(current_rows(folder, config)["kernel_key"].to_list())
+    rows = current_rows(folder, config)
+    done = set((rows.filter(pl.col("error").is_null()) if retry_errors else rows)["kernel_key"].to_list())
     suffix = f"#{repeat}" if repeat else ""
     pending = list({k.key: k for k in kernels if k.key + suffix not in done}.values())
     progress.skipped += len(kernels) - len(pending)
@@ -743,6 +745,8 @@ class Campaign:
     max_replicas: int = 8
     types: tuple[str, ...] | None = None
     """Only these kernel types (a small test campaign); None: every type the rules give."""
+    retry_errors: bool = False
+    """Measure again the kernels whose last attempt failed."""
     pairs: tuple[tuple[str, str], ...] | None = None
     """Only these fusion pairs; None: every pair the templates chain."""
 
@@ -784,7 +788,8 @@ def run_campaign(device: DeviceConfig, kernel_store: Path, rules_store: Path, ca
         types = [t for t in types if t in campaign.types]
     sampler = Sampler(campaign.seed)
     first = [kernel for kernel_type in types for kernel in sampler.sample(kernel_type, campaign.per_type)]
-    measure(first, device, kernel_store, "sample", 0, campaign.chunk_size, progress=progress, replication=replication)
+    measure(first, device, kernel_store, "sample", 0, campaign.chunk_size, progress=progress, replication=replication,
+            retry_errors=campaign.retry_errors)
     say(f"{device.name}: {len(types)} kernel types, {len(first)} first samples")
     folder = device_dir(kernel_store, device.name)
     config = config_id(device, replication)

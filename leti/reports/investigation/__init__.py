@@ -1,10 +1,11 @@
 """The investigation: what every latency store says about inference, as a report a researcher would publish.
 
 Over whatever the stores hold (leti's measured devices, HELP and LatBench imports, named networks,
-per-op lookups and op profiles), six studies: latency against FLOPs per device; the layer-wise
-lookup against measured latency (LETI's claim that lookups fail on mobile GPUs); where time goes;
-cross-device rank correlation and its clusters; the popular networks on each measured device; and
-the measurement noise. ``data`` loads, ``analysis`` computes, ``figures`` draws, ``report`` writes
+per-op lookups, op profiles and the devices' kernel predictors), seven studies: latency against
+FLOPs per device; the layer-wise lookup against measured latency (LETI's claim that lookups fail on
+mobile GPUs); where time goes; cross-device rank correlation and its clusters; the popular networks
+on each measured device; the measurement noise; and, for any network, FLOPs against layer-wise sums
+against kernels with the runtime's fusion. ``data`` loads, ``analysis`` computes, ``figures`` draws, ``report`` writes
 Markdown, CSV tables and the metrics DVC tracks. ``stages/investigate.py`` runs it and logs it to MLflow.
 """
 
