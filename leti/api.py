@@ -30,6 +30,9 @@ class MissingModelError(FileNotFoundError):
 
 
 def missing_message(uri: str, device: str, space: str, why: str) -> str:
+    if space == "kernels":
+        return (f"no model {uri} ({why}): make one with `make pipeline` ({device} under kernels.devices in params.yaml, "
+                f"then `dvc repro train_kernels@{device}`), or pass another model")
     return (
         f"no model {uri} ({why}): make one with `make pipeline` (spaces.{space}.device: {device} in params.yaml, "
         f"then `dvc repro train@{space}`), or pass another model"
@@ -113,3 +116,54 @@ def load_predictor(device: str, space: str = spaces.DEFAULT, model: str | os.Pat
     uri = str(model) if model is not None else tracking.champion_uri(space, device)
     pyfunc = load_pyfunc(uri, device, space)
     return LatencyPredictor(device, space, uri, pyfunc.unwrap_python_model().predictor, dict(pyfunc.metadata.metadata or {}))
+
+
+@dataclass
+class NetworkPredictor:
+    """A device's kernel predictors: ``predict(model)`` -> milliseconds for any network.
+
+    ``model`` is what ``leti measure-model`` takes (a torchvision builder name, a model-set variant
+    such as ``mobilenet_v2-w0.75-r160``, an ``.onnx`` path) or a PyTorch module; ``input_shape``
+    (without the batch dim) overrides the network's default input. The network is split into the
+    kernels the device's runtime executes (its measured fusion rules) and each kernel is predicted
+    by its type's regressor (``leti.predictors.kernels``). nn-Meter users know this as
+    ``load_latency_predictor(name).predict(model)``.
+    """
+
+    device: str
+    source: str
+    predictor: Any  # leti.predictors.kernels.KernelPredictor
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def graph(self, model: Any, input_shape: Sequence[int] | None = None, batch: int = 1) -> Any:
+        """The op graph of ``model`` (see the class docstring); ``ValueError`` naming it when unreadable."""
+        from leti.features import kernels
+
+        return kernels.model_graph(model, input_shape, batch)
+
+    def explain(self, model: Any, input_shape: Sequence[int] | None = None) -> Any:
+        """The prediction with its kernels (``leti.predictors.kernels.Breakdown``)."""
+        return self.predictor.predict_graph(self.graph(model, input_shape))
+
+    def predict(self, model: Any, input_shape: Sequence[int] | None = None) -> float:
+        return float(self.explain(model, input_shape).predicted_ms)
+
+    __call__ = predict
+
+
+def kernel_model_name(device: str) -> str:
+    """The registered model of a device's kernel predictors (``leti predict-model`` loads its ``champion``)."""
+    return f"leti-kernels-{device}"
+
+
+def load_kernel_predictor(device: str, model: str | os.PathLike | None = None) -> NetworkPredictor:
+    """The kernel predictors of ``device``: ``models:/leti-kernels-<device>@champion`` from the MLflow
+    store, another MLflow model URI, or a folder they were saved to (``models/kernels/<device>/<family>``)."""
+    from leti.predictors.kernels import KernelPredictor
+
+    if model is not None and Path(model).is_dir():
+        predictor = KernelPredictor.load(model)
+        return NetworkPredictor(device, str(model), predictor, {"device": predictor.info.get("device")})
+    uri = str(model) if model is not None else f"models:/{kernel_model_name(device)}@champion"
+    pyfunc = load_pyfunc(uri, device, "kernels")
+    return NetworkPredictor(device, uri, pyfunc.unwrap_python_model().predictor, dict(pyfunc.metadata.metadata or {}))

@@ -62,7 +62,11 @@ def resolve(spec: str, name: str | None = None) -> ModelSource:
         if not path.is_file():
             raise ModelError(f"{spec}: no such {FILE_KINDS[suffix]} file")
         return ModelSource(name or path.stem, FILE_KINDS[suffix], str(path.resolve()))
-    if "/" in spec or suffix:
+    from leti import model_set
+
+    if spec in model_set.by_name():
+        return ModelSource(name or spec, "variant", spec)
+    if "/" in spec or (suffix and not suffix[1:].isdigit()):
         raise ModelError(f"{spec}: not a model file leti runs (use .onnx or .tflite) nor a torchvision builder name")
     known = torchvision_names()
     if spec not in known:
@@ -91,9 +95,24 @@ def load(source: ModelSource, batch: int, input_shape: Sequence[int] | None = No
     """Build or read the model and its example input (``batch`` x ``input_shape``)."""
     if source.kind == "torchvision":
         return _torchvision_model(source, batch, tuple(input_shape or DEFAULT_INPUT), seed)
+    if source.kind == "variant":
+        return _variant_model(source, batch, input_shape, seed)
     if source.kind == "onnx":
         return _onnx_model(source, batch, input_shape, seed)
     return _tflite_model(source, batch, input_shape, seed)
+
+
+def network_of(source: ModelSource) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The PyTorch network of a torchvision builder name or a model-set variant (random weights) and
+    its default input without the batch dim."""
+    if source.kind == "variant":
+        from leti import model_set
+
+        variant = model_set.by_name()[source.location]
+        return variant.make().eval(), (3, variant.resolution, variant.resolution)
+    from leti.torchvision_compat import import_torchvision
+
+    return import_torchvision().models.get_model(source.location, weights=None).eval(), DEFAULT_INPUT
 
 
 def _torchvision_model(source: ModelSource, batch: int, input_shape: tuple[int, ...], seed: int) -> Model:
@@ -113,6 +132,27 @@ def _torchvision_model(source: ModelSource, batch: int, input_shape: tuple[int, 
         details={"source": "torchvision", "builder": source.location, "torchvision": definition["torchvision"],
                  "weights": f"random (torch.manual_seed({seed}))"},
     )
+
+
+def _variant_model(source: ModelSource, batch: int, input_shape: Sequence[int] | None, seed: int) -> Model:
+    """A variant of the model set (``leti.model_set``); its resolution is its default input."""
+    from leti import model_set
+    from leti.torchvision_compat import import_torchvision
+
+    variant = model_set.by_name()[source.location]
+    torch.manual_seed(seed)
+    network, default = network_of(source)
+    shape = tuple(input_shape or default)
+    example = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+    try:
+        flops = count_flops(network, example)
+    except Exception as error:  # noqa: BLE001 - a shape the network rejects, said once with the model's name
+        raise ModelError(f"{source.name}: cannot run at input {list(example.shape)} ({type(error).__name__}: {error})") from error
+    version = import_torchvision().__version__.split("+")[0]
+    definition = {"torchvision": version, "variant": variant.name, "network": repr(network)}
+    return Model(source, example, sha256_text(json.dumps(definition, sort_keys=True)), flops, count_params(network), network=network,
+                 details={"source": "leti.model_set", "variant": variant.name, "family": variant.family, "torchvision": version,
+                          "weights": f"random (torch.manual_seed({seed}))"})
 
 
 def sha256_text(text: str) -> str:
@@ -159,10 +199,11 @@ def random_input(shape: Sequence[int], dtype: torch.dtype, seed: int) -> torch.T
     return torch.randint(0, 100, tuple(shape), generator=generator).to(dtype)
 
 
-def _onnx_model(source: ModelSource, batch: int, input_shape: Sequence[int] | None, seed: int) -> Model:
+def read_onnx(path: Path, batch: int, input_shape: Sequence[int] | None) -> tuple[Any, Any, list[int]]:
+    """The ONNX model in ``path`` (weights left in external files unread), its single data input and
+    the concrete input shape; one ``ModelError`` naming the file when any of it fails."""
     import onnx
 
-    path = Path(source.location)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and others for a foreign file
@@ -173,7 +214,13 @@ def _onnx_model(source: ModelSource, batch: int, input_shape: Sequence[int] | No
         raise ModelError(f"{path}: has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); leti times single-input models")
     tensor = inputs[0].type.tensor_type
     declared = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
-    shape = fill_shape(declared, batch, input_shape, str(path))
+    return model, inputs[0], fill_shape(declared, batch, input_shape, str(path))
+
+
+def _onnx_model(source: ModelSource, batch: int, input_shape: Sequence[int] | None, seed: int) -> Model:
+    path = Path(source.location)
+    model, data_input, shape = read_onnx(path, batch, input_shape)
+    inputs, tensor = [data_input], data_input.type.tensor_type
     dtype = TORCH_DTYPES.get(tensor.elem_type)
     if dtype is None:
         raise ModelError(f"{path}: input element type {tensor.elem_type} is not one leti can feed")

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -25,11 +26,16 @@ BIN = Path(sys.executable).parent
 HELP = (ROOT / ".." / "shared" / "datasets" / "help").resolve()
 LATBENCH = (ROOT / ".." / "shared" / "datasets" / "latbench").resolve()
 HAS_PUBLISHED = (HELP / "nasbench201" / "str_arch2idx.pt").exists() and LATBENCH.is_dir()
-MAIN_STAGES = {"sample", "measure", "measure_ops", "featurize", "train", "evaluate"}
+MAIN_STAGES = {"sample", "measure", "measure_ops", "featurize", "train", "evaluate", "measure_kernels", "train_kernels"}
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
 TINY_GCN = {"hidden": 16, "layers": 2, "batch_size": 16, "epochs": 2}
+TINY_KERNELS = {  # the kernels of SqueezeNet (the tests predict it), fused or not, three configurations each
+    "per_type": 3, "adaptive_rounds": 1, "adaptive_share": 0.3, "fusion_cases": 1, "fusion_repeats": 1, "threshold": 0.5,
+    "pairs": [["conv", "relu"], ["pwconv", "relu"]],
+    "types": ["conv", "pwconv", "relu", "conv+relu", "pwconv+relu", "maxpool", "concat", "gap", "reshape"],
+}
 
 
 def tiny_params(params: dict) -> dict:
@@ -57,6 +63,8 @@ def tiny_params(params: dict) -> dict:
     )
     params["ingest_latbench"].update(source=str(LATBENCH), devices=["desktop-gpu-gtx-1080ti-fp32"])
     params["models"].update(names=["squeezenet1_1", "mobilenet_v3_small"], input_shape=[3, 32, 32])
+    params["kernels"]["campaigns"]["small"] = TINY_KERNELS
+    params["kernels"]["train"]["regressors"] = {"xgboost": {"n_estimators": 20}, "linear": {}}
     params["investigate"].update(train_size=60, val_size=20, min_cells=5)
     params["report_latbench"].update(
         train_size=60, val_size=20,
@@ -86,12 +94,18 @@ def declared_outputs(dvc_yaml: dict, params: dict) -> list[str]:
         if name not in stages_run():
             continue
         keys = stage.get("do", stage)
-        loop = params[stage["foreach"].strip("${}")] if "foreach" in stage else {None: {}}
+        loop: Any = {None: {}}
+        if "foreach" in stage:
+            loop = params
+            for part in stage["foreach"].strip("${}").split("."):
+                loop = loop[part]
+        pairs = loop.items() if isinstance(loop, dict) else [(item, item) for item in loop]
         for kind in ("outs", "metrics", "plots"):
             for entry in keys.get(kind, []):
                 path = next(iter(entry)) if isinstance(entry, dict) else entry
-                for key, item in loop.items():
-                    paths.append(path.replace("${key}", str(key)).replace("${item.device}", str((item or {}).get("device"))))
+                for key, item in pairs:
+                    filled = path.replace("${key}", str(key)).replace("${item}", str(item))
+                    paths.append(filled.replace("${item.device}", str((item or {}).get("device") if isinstance(item, dict) else item)))
     return paths
 
 

@@ -248,6 +248,33 @@ def test_leti_predict_with_the_champion(repo: Path, tmp_path: Path, e2e_home: Pa
     assert [line["predicted_ms"] for line in lines] == pytest.approx(expected.tolist())
 
 
+def test_kernel_predictors_answer_leti_predict_model_from_the_champion(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
+    """The tiny kernel campaign (SqueezeNet's kernel types on onnxruntime-cpu) trained and registered; predict-model
+    answers for a torchvision network and an ONNX file from models:/leti-kernels-onnxruntime-cpu@champion."""
+    import warnings
+
+    import torch
+
+    rules = tables.read(repo / "data/fusion_rules/onnxruntime-cpu", tables.FUSION_RULES)
+    assert set(zip(rules["first"], rules["second"])) == {("conv", "relu"), ("pwconv", "relu")}
+    kernels = tables.read(repo / "data/kernel_latency/onnxruntime-cpu", tables.KERNEL_LATENCY)
+    assert {"fusion", "sample", "empty"} <= set(kernels["campaign"]) and kernels["error"].null_count() == kernels.height
+    metrics = json.loads((repo / "metrics/kernels/onnxruntime-cpu.json").read_text())
+    assert set(metrics["families"]) == {"xgboost", "linear"} and metrics["kernels"] > 0
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1),
+                                  torch.nn.Conv2d(16, 32, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network, (torch.randn(1, 3, 32, 32),), str(tmp_path / "small.onnx"), opset_version=17, dynamo=False)
+    result = run([sys.executable, "-m", "leti", "predict-model", "--device", "onnxruntime-cpu", "squeezenet1_1",
+                  str(tmp_path / "small.onnx"), "--input-shape", "3,32,32"], repo, e2e_home)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["model"] for line in lines] == ["squeezenet1_1", str(tmp_path / "small.onnx")]
+    assert all(line["predicted_ms"] > metrics["overhead_ms"] and line["kernels"] > 0 for line in lines)
+    version = client(repo).get_model_version_by_alias("leti-kernels-onnxruntime-cpu", "champion")
+    assert version.tags["space"] == "kernels" and version.tags["config_id"] == metrics["config_id"]
+
+
 def test_leti_predict_names_a_missing_champion(repo: Path, e2e_home: Path) -> None:
     result = run([sys.executable, "-m", "leti", "predict", "--device", "pixel7-gpu", GOOD[0]], repo, e2e_home, expect=2)
     assert result.stdout == ""

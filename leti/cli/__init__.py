@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from leti import errors
 
-COMMANDS = ["arch", "measure", "measure_ops", "measure_model", "ingest", "evaluate", "predict", "evaluate_transfer", "plan_shots", "adapt"]
+COMMANDS = ["arch", "measure", "measure_ops", "measure_model", "measure_kernels", "ingest", "evaluate", "predict", "predict_model",
+            "evaluate_transfer", "plan_shots", "adapt"]
 """Modules of ``leti.cli``, in the order ``leti --help`` lists them."""
 
 

@@ -40,13 +40,34 @@ class Protocol:
     cv_threshold: float = 0.05
     pin_cpus: tuple[int, ...] = ()
     """CPUs the measuring process is pinned to (``os.sched_setaffinity``); empty keeps the inherited set."""
+    clock: str = "wall"
+    """What a timed run's duration is: ``wall`` (a monotonic clock) or ``thread``, the CPU time of the
+    timing thread. On a shared host other processes take turns on the CPU during a run, and wall time
+    counts their turns too (on the 2-core development VM at load average 5, ResNet-18 on ONNX Runtime
+    at one thread took 142-156 ms of wall time and 47-50 ms of its thread's CPU time); a thread's CPU
+    time does not. It counts only the calling thread, so it needs ``threads: 1`` and a backend whose
+    runs compute on this host's CPU (PyTorch and ONNX Runtime at one thread run on the caller)."""
+
+    CLOCKS = ("wall", "thread")
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.batch < 1 or self.runs < 1 or self.warmup_runs < 0:
             raise ValueError(f"invalid timing protocol {self}: threads, batch and runs must be >= 1")
+        if self.clock not in self.CLOCKS:
+            raise ValueError(f"invalid timing protocol: clock {self.clock!r} is not one of {', '.join(self.CLOCKS)}")
+        if self.clock == "thread" and self.threads != 1:
+            raise ValueError(f"invalid timing protocol: clock 'thread' counts one thread's CPU time and needs threads: 1, not {self.threads}")
         if self.warmup_seconds < 0 or self.cooldown_seconds < 0 or self.cv_threshold <= 0:
             raise ValueError(f"invalid timing protocol {self}: times must be >= 0 and cv_threshold > 0")
         object.__setattr__(self, "pin_cpus", tuple(int(cpu) for cpu in self.pin_cpus))
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a ``config_id`` hashes: every one, less ``clock`` at its default, so adding the
+        option left the configurations measured before it unchanged."""
+        fields = asdict(self)
+        if fields["clock"] == "wall":
+            del fields["clock"]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -156,6 +177,7 @@ def time_callable(
     before the clock starts and before it stops, so asynchronous work is charged to its own run.
     """
     sync = synchronize or (lambda: None)
+    clock = time.thread_time_ns if protocol.clock == "thread" else time.perf_counter_ns
     warmup_start = time.perf_counter_ns()
     for _ in range(protocol.warmup_runs):
         step()
@@ -170,10 +192,10 @@ def time_callable(
     try:
         for _ in range(protocol.runs):
             sync()
-            start = time.perf_counter_ns()
+            start = clock()
             step()
             sync()
-            samples.append((time.perf_counter_ns() - start) / 1e6)
+            samples.append((clock() - start) / 1e6)
     finally:
         if gc_was_enabled:
             gc.enable()

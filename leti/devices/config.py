@@ -45,7 +45,7 @@ class DeviceConfig:
         payload = {
             "backend": self.backend,
             "options": make_backend(self.backend, self.options).config_options(),
-            "protocol": asdict(self.protocol),
+            "protocol": self.protocol.identity(),
             "space": self.space.NAME,
             "network": asdict(self.network),
         }
@@ -76,6 +76,9 @@ class DeviceConfig:
                 f"device {name!r} in params.yaml names unknown backend {merged['backend']!r} "
                 f"(known: {', '.join(sorted(BACKENDS))})"
             )
+        if merged.get("clock", "wall") != "wall" and not make_backend(merged["backend"], merged.get("options")).times_on_host:
+            raise ValueError(f"device {name!r} in params.yaml: clock {merged['clock']!r} times this host's CPU; "
+                             f"backend {merged['backend']!r} runs elsewhere (use clock: wall)")
         config_class = spaces.get(space).NetworkConfig
         own_keys = config_class.__dataclass_fields__.keys()
         foreign = set(network or {}) - set(own_keys)

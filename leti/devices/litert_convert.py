@@ -28,7 +28,8 @@ def main() -> None:
             request = json.loads(line)
             network = torch.load(request["module"], weights_only=False)
             example = torch.load(request["example"])
-            litert_torch.convert(network.eval(), (example,)).export(request["output"])
+            inputs = example if isinstance(example, tuple) else (example,)  # a kernel may read two tensors
+            litert_torch.convert(network.eval(), inputs).export(request["output"])
             reply = {"ok": True}
         except Exception as error:  # noqa: BLE001 - the client turns this into an error row
             reply = {"error": f"{type(error).__name__}: {error}"}

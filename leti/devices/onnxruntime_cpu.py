@@ -31,7 +31,7 @@ EXPORTERS = ("fx", "torchscript", "dynamo")
 
 def export_onnx(network: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, exporter: str) -> Path:
     """Write ``network`` for a fixed input shape with the chosen exporter (see the module docstring)."""
-    if exporter == "fx":
+    if exporter == "fx" and not isinstance(example, tuple):  # leti's writer writes single-input graphs
         try:
             onnx_graph.write_onnx(network, example, path, opset)
             onnx_graph.verify(network, example, path)
@@ -43,7 +43,9 @@ def export_onnx(network: torch.nn.Module, example: torch.Tensor, path: Path, ops
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            network.eval(), (example,), str(path), input_names=["input"], output_names=["logits"],
+            network.eval(), example if isinstance(example, tuple) else (example,), str(path),
+            input_names=[f"input{i}" if i else "input" for i in range(len(example) if isinstance(example, tuple) else 1)],
+            output_names=["logits"],
             opset_version=opset, dynamo=exporter == "dynamo",
         )
     return path
@@ -95,7 +97,8 @@ class OnnxRuntimeCPU(Backend):
 
     def run(self, artifact: Path, example: torch.Tensor, protocol: Protocol) -> Timing:
         session = self.session(artifact, protocol.threads)
-        feed = {session.get_inputs()[0].name: example.numpy()}
+        inputs = example if isinstance(example, tuple) else (example,)  # a kernel may read two tensors
+        feed = {entry.name: value.numpy() for entry, value in zip(session.get_inputs(), inputs)}
         return time_callable(lambda: session.run(None, feed), protocol)
 
     def parse(self, raw: Timing) -> Timing:

@@ -126,7 +126,9 @@ class TFLiteCPU(Backend):
 
     def run(self, artifact: Path, example: torch.Tensor, protocol: Protocol) -> Timing:
         runner = interpreter(artifact, protocol.threads)
-        runner.set_tensor(runner.get_input_details()[0]["index"], example.numpy())
+        inputs = example if isinstance(example, tuple) else (example,)  # a kernel may read two tensors
+        for entry, value in zip(runner.get_input_details(), inputs):
+            runner.set_tensor(entry["index"], value.numpy())
         return time_callable(runner.invoke, protocol)
 
     def parse(self, raw: Timing) -> Timing:

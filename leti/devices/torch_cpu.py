@@ -19,8 +19,9 @@ class TorchCPU(Backend):
         return network.eval()
 
     def run(self, artifact: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> Timing:
+        inputs = example if isinstance(example, tuple) else (example,)  # a kernel may read two tensors
         with torch_threads(protocol.threads), torch.inference_mode():
-            return time_callable(lambda: artifact(example), protocol)
+            return time_callable(lambda: artifact(*inputs), protocol)
 
     def parse(self, raw: Timing) -> Timing:
         return raw

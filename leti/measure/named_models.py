@@ -25,7 +25,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from leti.threads import torch_threads
 
 def check_backend(source: ModelSource, backend: Backend, device: str) -> None:
     """A file runs only on a backend that runs its format; say which do."""
-    if source.kind == "torchvision" or backend.artifact_format == source.kind:
+    if source.kind in ("torchvision", "variant") or backend.artifact_format == source.kind:
         return
     from leti.devices import BACKENDS
 
@@ -68,7 +68,7 @@ def with_batch(device: DeviceConfig, batch: int) -> DeviceConfig:
 def config_id(device: DeviceConfig, backend: Backend, example: torch.Tensor) -> str:
     """Hash of what shapes a named model's timing besides the model itself: backend and options,
     protocol, input shape and type (a cell's ``config_id`` hashes its network settings instead)."""
-    payload = {"space": SPACE, "backend": device.backend, "options": backend.config_options(), "protocol": asdict(device.protocol),
+    payload = {"space": SPACE, "backend": device.backend, "options": backend.config_options(), "protocol": device.protocol.identity(),
                "input_shape": list(example.shape), "input_dtype": str(example.dtype)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -183,6 +183,50 @@ def read_op_lookup(folder: str | Path, statistic: str = "median_ms", configurati
     )
 
 
+@dataclass(frozen=True)
+class KernelRows:
+    """One device's measured kernels under one configuration: one time per kernel (the fastest of
+    its passes), and the per-call overhead (the median of its ``empty`` rows)."""
+
+    device: str
+    config_id: str
+    statistic: str
+    table: pl.DataFrame  # kernel_key, kernel_type, shape, campaign, replicas, latency_ms, own_ms; sorted by kernel_key
+    """``latency_ms``: the one-kernel model's time; ``own_ms``: one copy's share less the overhead,
+    ``(latency_ms - overhead_ms) / replicas``, what a kernel adds to a network."""
+    overhead_ms: float
+    rows_read: int  # successful rows of the device
+    other_config: int  # rows of another configuration, left out
+    repeats: int  # rows of kernels timed again, folded into their fastest pass
+
+
+def read_kernels(folder: str | Path, statistic: str = "min_ms", configuration: str = ONLY) -> KernelRows:
+    """The kernel table of one device folder (``<store>/<device>/``) under one configuration.
+
+    A kernel timed in several passes (the fusion tests' ``key#pass``) keeps its fastest: on a shared
+    host the minimum is the pass least disturbed. The configuration is chosen as for cells."""
+    ReadPolicy(statistic=statistic)  # checks the statistic's name
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no kernel table (run `leti measure-kernels` first)")
+    rows = tables.read(folder, tables.KERNEL_LATENCY).filter(pl.col("error").is_null())
+    if rows.is_empty():
+        raise ValueError(f"{folder}: no measured kernels (run `leti measure-kernels` first)")
+    config = choose_configuration(rows, configuration, str(folder))
+    current = rows.filter(pl.col("config_id") == config)
+    empty = current.filter(pl.col("kernel_type") == "empty")
+    if empty.is_empty():
+        raise ValueError(f"{folder}: configuration {config} has no `empty` rows, so no per-call overhead")
+    kernels = current.filter(pl.col("kernel_type") != "empty").with_columns(pl.col("kernel_key").str.replace(r"#\d+$", ""))
+    overhead = float(empty[statistic].median())
+    table = (kernels.group_by("kernel_key").agg(pl.col("kernel_type").first(), pl.col("shape").first(), pl.col("campaign").first(),
+                                                 pl.col("replicas").first().fill_null(1), pl.col(statistic).min().alias("latency_ms"))
+             .with_columns(((pl.col("latency_ms") - overhead) / pl.col("replicas")).alias("own_ms")).sort("kernel_key"))
+    return KernelRows(device=str(current["device"][0]), config_id=config, statistic=statistic, table=table,
+                      overhead_ms=overhead, rows_read=rows.height, other_config=rows.height - current.height,
+                      repeats=kernels.height - table.height)
+
+
 def sentinel_rows(path: str | Path, device: str, space: str, configuration: str | None = None) -> pl.DataFrame:
     """The sentinel timings of ``device`` and ``space`` (of one configuration, if named), oldest first."""
     folder = Path(path) / device / space

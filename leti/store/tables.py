@@ -131,6 +131,56 @@ OP_PROFILE = pa.schema(
 """Per-operator times of one measured network, as the device's profiler reported them (Android's
 ``benchmark_model --enable_op_profiling``), kept raw beside the network's latency row."""
 
+KERNEL_LATENCY = pa.schema(
+    [
+        pa.field("kernel_key", pa.string(), nullable=False),  # type|field=value,...: the resume key
+        pa.field("kernel_type", pa.string(), nullable=False),  # fused op kinds, e.g. conv+bn+relu; empty = per-call overhead
+        pa.field("shape", pa.string(), nullable=False),  # JSON of the kernel's configuration (leti.features.kernels.SHAPE_FIELDS)
+        pa.field("campaign", pa.string(), nullable=False),  # fusion | sample | adaptive | empty
+        pa.field("round", pa.int32()),  # adaptive round (0: the first samples)
+        added("replicas", pa.int32()),  # copies of the kernel the timed model ran side by side (null: one)
+        pa.field("flops", pa.int64()),
+        pa.field("bytes", pa.int64()),  # float32 bytes read and written
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("config_id", pa.string(), nullable=False),  # backend, options and protocol (leti.measure.kernels.config_id)
+        pa.field("threads", pa.int32()),
+        pa.field("cpu_affinity", pa.list_(pa.int32())),
+        pa.field("warmup_runs", pa.int32()),
+        pa.field("runs", pa.int32()),
+        *TIMING,
+        pa.field("error", pa.string()),
+        pa.field("measured_at", pa.timestamp("us", tz="UTC")),
+        pa.field("host", pa.string()),
+        pa.field("environment", pa.string()),
+    ],
+    metadata={"leti.table": "kernel_latency"},
+)
+"""One-kernel models timed alone: the samples kernel predictors learn from, the fusion tests' models,
+and the per-call overhead (``empty``) at the start of every chunk."""
+
+FUSION_RULES = pa.schema(
+    [
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("config_id", pa.string(), nullable=False),
+        pa.field("first", pa.string(), nullable=False),  # the anchor op kind
+        pa.field("second", pa.string(), nullable=False),  # the op that follows it
+        pa.field("case", pa.int32(), nullable=False),  # which test configuration
+        pa.field("shape", pa.string()),  # JSON of the anchor's configuration
+        pa.field("first_ms", pa.float64()),  # each alone, and the pair, less the per-call overhead
+        pa.field("second_ms", pa.float64()),
+        pa.field("pair_ms", pa.float64()),
+        pa.field("overhead_ms", pa.float64()),
+        pa.field("saving", pa.float64()),  # (first + second - pair) / min(first, second)
+        pa.field("threshold", pa.float64()),
+        pa.field("fused", pa.bool_(), nullable=False),  # this case's verdict; the rule is the median saving's
+        pa.field("decided_at", pa.timestamp("us", tz="UTC")),
+    ],
+    metadata={"leti.table": "fusion_rules"},
+)
+"""A device's fusion tests: does its runtime run op ``first`` then ``second`` as one kernel?"""
+
 FEATURES = pa.schema(
     [
         pa.field("space", pa.string(), nullable=False),

@@ -47,8 +47,8 @@ class PredictorModel(mlflow.pyfunc.PythonModel):
         return pd.Series(self.predictor.predict(archs), name="predicted_ms", dtype="float64")
 
 
-def pip_requirements() -> list[str]:
-    """``RUNTIME_PACKAGES`` as leti's installed metadata declares them (``torch==2.13.0``, ...).
+def pip_requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
+    """``packages`` as leti's installed metadata declares them (``torch==2.13.0``, ...).
 
     Without an installed leti (a checkout on ``PYTHONPATH``), the versions installed here, less any
     local build tag such as ``+cpu`` that no public index serves.
@@ -56,7 +56,7 @@ def pip_requirements() -> list[str]:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    wanted = {canonicalize_name(name) for name in RUNTIME_PACKAGES}
+    wanted = {canonicalize_name(name) for name in packages}
     try:
         declared = [Requirement(spec) for spec in importlib.metadata.requires("leti") or []]
     except importlib.metadata.PackageNotFoundError:

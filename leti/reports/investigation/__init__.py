@@ -1,10 +1,11 @@
 """The investigation: what every latency store says about inference, as a report a researcher would publish.
 
 Over whatever the stores hold (leti's measured devices, HELP and LatBench imports, named networks,
-per-op lookups and op profiles), six studies: latency against FLOPs per device; the layer-wise
-lookup against measured latency (LETI's claim that lookups fail on mobile GPUs); where time goes;
-cross-device rank correlation and its clusters; the popular networks on each measured device; and
-the measurement noise. ``data`` loads, ``analysis`` computes, ``figures`` draws, ``report`` writes
+per-op lookups, op profiles and the devices' kernel predictors), seven studies: latency against
+FLOPs per device; the layer-wise lookup against measured latency (LETI's claim that lookups fail on
+mobile GPUs); where time goes; cross-device rank correlation and its clusters; the popular networks
+on each measured device; the measurement noise; and, for any network, FLOPs against layer-wise sums
+against kernels with the runtime's fusion. ``data`` loads, ``analysis`` computes, ``figures`` draws, ``report`` writes
 Markdown, CSV tables and the metrics DVC tracks. ``stages/investigate.py`` runs it and logs it to MLflow.
 """
 
@@ -24,7 +25,7 @@ DEFAULTS = {"space": spaces.DEFAULT, "statistic": "min_ms", "train_size": 900, "
 
 def investigate(
     cell_stores: Sequence[Path], model_store: Path | None, op_latency_store: Path | None, op_profile_stores: Sequence[Path],
-    config: dict[str, Any], out: Path, log: Callable[[str], None] = print,
+    config: dict[str, Any], out: Path, log: Callable[[str], None] = print, kernel_models: Path | None = None,
 ) -> dict[str, Any]:
     """Compute every study, draw the figures, write ``report.md``, the CSVs and ``summary.json`` under ``out``."""
     config = {**DEFAULTS, **config}
@@ -44,10 +45,13 @@ def investigate(
     shares = analysis.op_shares(data.load_op_profiles([Path(s) for s in op_profile_stores]))
     noise_rows = analysis.noise_rows(devices, models)
     drift = analysis.sentinel_drift(data.load_sentinels([Path(s) for s in cell_stores], space))
+    predictors = data.load_kernel_predictors(kernel_models) if kernel_models is not None else {}
+    network_predictions = analysis.network_predictions(networks, predictors)
     results = report.Results(
         config=config, space=space, flops_marginal=flops_marginal, devices=devices, fits=fits, lookups=lookups, cross=cross, networks=networks,
         networks_spearman=analysis.models_flops_spearman(networks) if not networks.is_empty() else {},
-        shares=shares, noise=analysis.noise_summary(noise_rows), drift=drift,
+        shares=shares, noise=analysis.noise_summary(noise_rows), drift=drift, network_predictions=network_predictions,
+        network_scores=analysis.method_scores(network_predictions),
     )
     results.figures = draw(results, noise_rows, out)
     log(f"investigate: {len(results.figures)} figures in {out / 'figures'}")
@@ -82,6 +86,8 @@ def draw(results: report.Results, noise_rows: Any, out: Path) -> dict[str, Path]
                                                                       folder / "popular_networks_vs_flops.png")
     if not results.noise.is_empty():
         drawn["noise"] = figures.noise(noise_rows, results.noise, folder / "noise.png")
+    if not results.network_scores.is_empty():
+        drawn["network_methods"] = figures.network_methods(results.network_predictions, results.network_scores, folder / "network_methods.png")
     if not results.drift.is_empty():
         drawn["sentinel_drift"] = figures.sentinel_drift(results.drift, folder / "sentinel_drift.png")
     return {key: path.relative_to(out) for key, path in drawn.items() if path is not None}

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -359,6 +360,74 @@ def noise_summary(rows: pl.DataFrame) -> pl.DataFrame:
         if "pairs_right" in summary.columns:
             summary = summary.drop("pairs_right")
     return summary.with_columns(pl.col("pairs").fill_null(0))
+
+
+FLOPS_LINE = "FLOPs line"
+LAYERWISE = "layer-wise"
+KERNELS = "kernels with fusion"
+
+
+def loo_flops_line(flops: np.ndarray, latency: np.ndarray) -> np.ndarray:
+    """Each network's latency from a line ``a + b * FLOPs`` fitted on the others (leave one out): the
+    FLOPs proxy given every other network's measurement."""
+    predicted = np.full(len(flops), np.nan)
+    for index in range(len(flops)):
+        others = np.arange(len(flops)) != index
+        design = np.stack([np.ones(others.sum()), flops[others]], axis=1)
+        coefficients = np.linalg.lstsq(design, latency[others], rcond=None)[0]
+        predicted[index] = coefficients[0] + coefficients[1] * flops[index]
+    return predicted
+
+
+def network_predictions(networks: pl.DataFrame, predictors: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    """Per device with kernel predictors and measured networks, each network's measured latency beside
+    three predictions: the FLOPs line (fitted on the other networks), every op predicted as its own
+    kernel (layer-wise: no fusion) and the kernels the device's runtime runs (its fusion rules), the
+    last two for each regressor family. The kernel predictors never saw a network."""
+    from leti.features import kernels
+
+    rows: list[dict[str, Any]] = []
+    for device, families in predictors.items():
+        measured = networks.filter(pl.col("device") == device) if not networks.is_empty() else networks
+        if measured.height < 3:
+            continue
+        flops = measured["flops"].to_numpy().astype(float)
+        latency = measured["latency_ms"].to_numpy()
+        line = loo_flops_line(flops, latency)
+        for index, row in enumerate(measured.iter_rows(named=True)):
+            shape = [int(d) for d in row["input"].split("x")]
+            base = {"device": device, "network": row["arch"], "input": row["input"], "flops": row["flops"], "measured_ms": row["latency_ms"]}
+            rows.append({**base, "method": FLOPS_LINE, "family": "", "predicted_ms": float(line[index])})
+            try:
+                graph = kernels.model_graph(row["arch"], shape[1:], shape[0])
+            except (ValueError, KeyError):  # not a network leti can rebuild: the FLOPs line only
+                continue
+            for family, predictor in families.items():
+                for method, rules in ((LAYERWISE, {}), (KERNELS, None)):
+                    try:
+                        predicted = predictor.predict_graph(graph, rules).predicted_ms
+                    except KeyError:  # a kernel type the campaign did not measure
+                        predicted = None
+                    rows.append({**base, "method": method, "family": family, "predicted_ms": predicted})
+    schema = {"device": pl.String, "network": pl.String, "input": pl.String, "flops": pl.Int64, "measured_ms": pl.Float64,
+              "method": pl.String, "family": pl.String, "predicted_ms": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def method_scores(predictions: pl.DataFrame) -> pl.DataFrame:
+    """Per device, method and family: networks predicted, acc@5/10 %, MAPE % and Spearman ρ."""
+    rows = []
+    for (device, method, family), group in predictions.group_by("device", "method", "family", maintain_order=True):
+        answered = group.filter(pl.col("predicted_ms").is_not_null())
+        if answered.height < 2:
+            continue
+        metrics = regression_metrics(answered["measured_ms"].to_numpy(), answered["predicted_ms"].to_numpy())
+        rows.append({"device": device, "method": method, "family": family, "networks": answered.height, "of": group.height,
+                     "acc_5pct": metrics["acc_5pct"], "acc_10pct": metrics["acc_10pct"], "mape": metrics["mape"],
+                     "spearman": metrics["spearman"]})
+    schema = {"device": pl.String, "method": pl.String, "family": pl.String, "networks": pl.Int64, "of": pl.Int64,
+              "acc_5pct": pl.Float64, "acc_10pct": pl.Float64, "mape": pl.Float64, "spearman": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def sentinel_drift(sentinels: pl.DataFrame) -> pl.DataFrame:

@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -142,6 +143,19 @@ def load_op_lookups(store: Path, statistic: str) -> dict[str, pl.DataFrame]:
         except ValueError:  # no operator measured successfully
             continue
     return lookups
+
+
+def load_kernel_predictors(folder: Path) -> dict[str, dict[str, Any]]:
+    """Device -> regressor family -> its kernel predictor, from ``<folder>/<device>/<family>/`` (the
+    ``train_kernels@<device>`` stages' outs); devices without any are left out."""
+    from leti.predictors.kernels import KernelPredictor
+
+    found: dict[str, dict[str, Any]] = {}
+    for device in sorted(p for p in Path(folder).iterdir() if p.is_dir()) if Path(folder).is_dir() else []:
+        families = {family.name: KernelPredictor.load(family) for family in sorted(device.iterdir()) if (family / "predictor.json").is_file()}
+        if families:
+            found[device.name] = families
+    return found
 
 
 def load_sentinels(stores: list[Path], space: SearchSpace) -> pl.DataFrame:

@@ -389,6 +389,43 @@ def noise(rows: pl.DataFrame, summary: pl.DataFrame, path: Path) -> Path:
     return save(fig, path)
 
 
+def network_methods(predictions: pl.DataFrame, scores: pl.DataFrame, path: Path) -> Path:
+    """Per device: predicted against measured latency of the measured networks for the FLOPs line,
+    layer-wise sums and kernels with fusion (each with its best family), the ±10 % band shaded."""
+    devices = scores["device"].unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(1, len(devices), figsize=(6 * len(devices), 5.5), squeeze=False)
+    colours = {analysis.FLOPS_LINE: "#7f7f7f", analysis.LAYERWISE: "#ff7f0e", analysis.KERNELS: "#1f77b4"}
+    for ax, device in zip(axes[0], devices):
+        mine = scores.filter(pl.col("device") == device)
+        for method, colour_ in colours.items():
+            ranked = mine.filter(pl.col("method") == method).sort("acc_10pct", "mape", descending=[True, False])
+            if ranked.is_empty():
+                continue
+            best = ranked.row(0, named=True)
+            rows = predictions.filter((pl.col("device") == device) & (pl.col("method") == method) & (pl.col("family") == best["family"])
+                                      & pl.col("predicted_ms").is_not_null())
+            label = f"{method}{' (' + best['family'] + ')' if best['family'] else ''}: acc@10 {best['acc_10pct']:.0f} %"
+            ax.scatter(rows["measured_ms"], rows["predicted_ms"], s=28, color=colour_, edgecolor="black", lw=0.4, label=label, zorder=3)
+        values = predictions.filter(pl.col("device") == device).select(pl.col("measured_ms"), pl.col("predicted_ms")).to_numpy().ravel()
+        values = values[np.isfinite(values) & (values > 0)]
+        low, high = values.min() * 0.8, values.max() * 1.25
+        line = np.geomspace(low, high, 50)
+        ax.plot(line, line, color="black", lw=0.8)
+        ax.fill_between(line, line * 0.9, line * 1.1, color="#cccccc", alpha=0.5, label="±10 %")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        plain_log_ticks(ax.xaxis)
+        plain_log_ticks(ax.yaxis)
+        ax.set_xlabel("measured latency per image (ms, log scale)")
+        ax.set_ylabel("predicted latency (ms, log scale)")
+        ax.set_title(f"{device}: networks never fitted on")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(True, which="both", alpha=0.2)
+    return save(fig, path)
+
+
 def sentinel_drift(drift: pl.DataFrame, path: Path) -> Path:
     """The sentinel cell's latency over each campaign, relative to its first timing: the device's drift."""
     series = drift.select("device", "config_id").unique(maintain_order=True).rows()

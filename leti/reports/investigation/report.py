@@ -33,6 +33,8 @@ class Results:
     shares: pl.DataFrame
     noise: pl.DataFrame
     drift: pl.DataFrame  # the sentinel over time per measured device (analysis.sentinel_drift)
+    network_predictions: pl.DataFrame = field(default_factory=pl.DataFrame)
+    network_scores: pl.DataFrame = field(default_factory=pl.DataFrame)
     figures: dict[str, Path] = field(default_factory=dict)
 
 
@@ -98,6 +100,13 @@ def findings(results: Results) -> list[str]:
                 f"({efficient['arch'][0]}) to {efficient['ms_per_gflop'][-1]:.1f} ({efficient['arch'][-1]}) "
                 f"(figure `popular_networks_vs_flops.png`)."
             )
+    if not results.network_scores.is_empty():
+        for device, rows in results.network_scores.group_by("device", maintain_order=True):
+            best = {method: group.sort("acc_10pct", descending=True).row(0, named=True)
+                    for (method,), group in rows.group_by("method", maintain_order=True)}
+            parts = [f"{method} {value['acc_10pct']:.0f} %" for method, value in best.items()]
+            lines.append(f"**Any network on {device[0]}**, share within ±10 % of {max(v['of'] for v in best.values())} measured "
+                         f"networks: {'; '.join(parts)} (section 7, figure `network_methods.png`).")
     return lines
 
 
@@ -317,6 +326,32 @@ def noise_section(results: Results) -> str:
     return "\n".join(text)
 
 
+def kernels_section(results: Results) -> str:
+    title = "## 7. Any network: FLOPs, layer-wise sums, or kernels with the runtime's fusion"
+    if results.network_scores.is_empty():
+        return (f"{title}\n\nNo device has both kernel predictors (`dvc repro train_kernels@DEVICE`, devices under "
+                "`kernels.devices`) and at least three measured networks (`models:`).\n")
+    rows = [(r["device"], r["method"], r["family"] or "–", f"{r['networks']}/{r['of']}", r["acc_5pct"], r["acc_10pct"], r["mape"],
+             r["spearman"]) for r in results.network_scores.iter_rows(named=True)]
+    text = [
+        title,
+        "",
+        "LETI's question per device: how well does each view of a network predict its measured latency? The networks are",
+        "the popular ones of `models:` (measured end to end, the latency as in section 5). The **FLOPs line** is fitted on",
+        "the other networks of the device (leave one out). The two kernel views never saw a network: their regressors",
+        "(one per kernel type, `leti/predictors/kernels.py`) learned one-kernel models of the device's kernel campaign",
+        "(`stages/measure_kernels.py`). **Layer-wise** predicts every op as a kernel of its own and sums them, as a per-op",
+        "lookup does; **kernels with fusion** first merges the ops the device's runtime fuses (its fusion rules, measured",
+        "pair against parts) and predicts the kernels it really runs. Both add the per-call overhead once. The model set",
+        "of `benchmarks/kernel_models.py` (202 networks, whole families held out) is the larger test.",
+        "",
+        table(["device", "method", "family", "networks", "acc@5 %", "acc@10 %", "MAPE %", "Spearman"], rows),
+        "",
+        figure(results, "network_methods", "Predicted against measured latency of the networks, per method"),
+    ]
+    return "\n".join(text)
+
+
 def drift_lines(results: Results) -> list[str]:
     """The sentinel's drift per measured device: how far the device's speed moved during its campaigns."""
     if results.drift.is_empty():
@@ -360,7 +395,7 @@ def markdown(results: Results) -> str:
         "",
     ]
     body = [flops_section(results), layerwise_section(results), time_section(results), cross_section(results),
-            networks_section(results), noise_section(results)]
+            networks_section(results), noise_section(results), kernels_section(results)]
     return "\n".join(head) + "\n" + "\n\n".join(body) + "\n"
 
 
@@ -388,6 +423,11 @@ def summary(results: Results) -> dict[str, Any]:
             f"{r['device']} {r['what']}": clean({"cv_median": r["cv_median"], "unstable_share": r["unstable_share"],
                                                  "pass_diff_min": r.get("pass_diff_min_ms"), "pass_diff_median": r.get("pass_diff_median_ms")})
             for r in results.noise.iter_rows(named=True)
+        }
+    if not results.network_scores.is_empty():
+        out["network_methods_acc_10pct"] = {
+            device[0]: clean({f"{r['method']}{' ' + r['family'] if r['family'] else ''}": r["acc_10pct"] for r in rows.iter_rows(named=True)})
+            for device, rows in results.network_scores.group_by("device", maintain_order=True)
         }
     return out
 
@@ -418,6 +458,8 @@ def write_tables(results: Results, out: Path) -> list[Path]:
             {"device": cross.names, **{name: cross.rho[:, i] for i, name in enumerate(cross.names)}}
         ) if cross is not None else pl.DataFrame(schema={"device": pl.String}),
         out / "noise.csv": or_header(results.noise, {"what": pl.String, "device": pl.String}),
+        out / "network_predictions.csv": or_header(results.network_predictions, {"device": pl.String, "network": pl.String}),
+        out / "network_methods.csv": or_header(results.network_scores, {"device": pl.String, "method": pl.String}),
     }
     for path, frame in tables.items():
         frame.write_csv(path)
