@@ -173,3 +173,23 @@ def test_two_campaigns_at_once_share_the_cells_and_never_time_together(tmp_path)
                    .select("start", "end").rows())
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert end <= start, "two campaigns timed on this CPU at once"
+
+
+def test_measure_takes_the_cells_file_plan_shots_writes_and_names_a_bad_line(tmp_path, capsys) -> None:
+    """`leti measure --cells FILE` measures the file's cells (one arch per line, comments skipped, as
+    `leti plan-shots` writes them); a malformed line is one error naming the file and line, before anything is timed."""
+    params = write_params(tmp_path / "params.yaml", sentinel={"threshold": 10.0})
+    archs = nb201.sample_valid(3, seed=11)
+    cells = tmp_path / "cells.txt"
+    cells.write_text("# planned shots\n" + "\n".join(archs) + "\n\n")
+    assert main(["measure", "--device", "cpu", "--cells", str(cells), "--params", str(params), "--store", str(tmp_path / "store"),
+                 "--no-progress"]) == 0
+    rows = reader.device_rows(tmp_path / "store", "cpu", "nb201")
+    assert sorted(rows.filter(pl.col("role").is_null())["arch"]) == sorted(archs)
+    capsys.readouterr()
+    cells.write_text(archs[0] + "\n|nor_conv_3x3~0|+|oops~0|\n")
+    assert main(["measure", "--device", "cpu", "--cells", str(cells), "--params", str(params), "--store", str(tmp_path / "other"),
+                 "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"{cells}:2:" in error[0], error
+    assert not (tmp_path / "other").exists() or not list((tmp_path / "other").rglob("*.parquet"))

@@ -29,6 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--arch", action="append", metavar="ARCH", help="an arch string (repeatable)")
     source.add_argument("--architectures", type=Path, help="an architectures table (Parquet), e.g. data/architectures.parquet")
+    source.add_argument("--cells", type=Path, metavar="FILE", help="a text file of arch strings, one per line "
+                        "(what `leti plan-shots` writes)")
     parser.add_argument("--store", type=Path, default=Path("data/latency"), help="latency store folder (default: %(default)s)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     parser.add_argument("--part-size", type=int, help="cells per Parquet part and sentinel chunk (default: measure.part_size)")
@@ -46,10 +48,29 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def cells_file(path: Path, space: spaces.SearchSpace) -> list[str]:
+    """The cells of a text file, one arch string per line (blank lines and ``#`` comments skipped); a
+    malformed line is named by its file and line number."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such cells file")
+    archs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                archs.append(space.format_cell(space.parse(line.strip())))
+            except ValueError as error:
+                raise ValueError(f"{path}:{number}: {error}") from None
+    if not archs:
+        raise ValueError(f"{path}: no cells in it")
+    return archs
+
+
 def run(args: argparse.Namespace) -> int:
     space = spaces.get(args.space)
     device = device_from_params(args.device, args.params, space.NAME)
-    if args.arch:
+    if args.cells:
+        archs = cells_file(args.cells, space)
+    elif args.arch:
         archs = [space.format_cell(space.parse(arch)) for arch in args.arch]
     else:
         table = tables.read(args.architectures, tables.ARCHITECTURES)
