@@ -101,23 +101,26 @@ def run(args: argparse.Namespace) -> None:
             if not hit:
                 timings[f"pretrain {name} fold {fold} ({len(sources)} devices)"] = pretrained.train_seconds
                 (out / "timings.json").write_text(json.dumps(timings, indent=2))
+            source_matrix = reader.DeviceMatrix("nb201", sources, matrix.archs, matrix.latency_ms[rows], {}, {})
             print(f"{name} fold {fold}: {len(sources)} sources, {'cached' if hit else f'{pretrained.train_seconds:.0f} s'}", flush=True)
             for target in targets:
                 y = matrix.row(target)
                 keep = np.isfinite(y)
                 archs, latency = [a for a, k in zip(matrix.archs, keep) if k], y[keep]
-                for k in args.shots:
-                    for seed in args.seeds:
-                        key = (name, fold, target, k, seed, args.design)
-                        if key in done:
-                            continue
-                        metrics = transfer.evaluate(pretrained, archs, latency, k, seed, args.design)
-                        ridge = transfer.ridge_scores(pretrained, reader.DeviceMatrix("nb201", sources, matrix.archs, matrix.latency_ms[rows],
-                                                                                       {}, {}), archs, latency, metrics["shot_archs"])
-                        append(rows_path, {"key": list(key), "split": name, "fold": fold, "target": target, "k": k, "seed": seed,
-                                           "design": args.design, "sources": len(sources),
-                                           **{m: metrics[m] for m in ("spearman", "spearman_all", "acc_10pct", "acc_5pct", "fit_seconds")},
-                                           "ridge_spearman": ridge["ridge_spearman"], "ridge_acc_10pct": ridge["ridge_acc_10pct"]})
+                keys = [(name, fold, target, k, seed, args.design) for k in args.shots for seed in args.seeds]
+                if all(tuple(key) in done for key in keys):
+                    continue
+                embedding = pretrained.embed(archs)  # once per target: the sweep over k and seeds reuses it
+                for key in keys:
+                    k, seed = key[3], key[4]
+                    if key in done:
+                        continue
+                    metrics = transfer.evaluate(pretrained, archs, latency, k, seed, args.design, embedding=embedding)
+                    ridge = transfer.ridge_scores(pretrained, source_matrix, archs, latency, metrics["shot_archs"], embedding)
+                    append(rows_path, {"key": list(key), "split": name, "fold": fold, "target": target, "k": k, "seed": seed,
+                                       "design": args.design, "sources": len(sources),
+                                       **{m: metrics[m] for m in ("spearman", "spearman_all", "acc_10pct", "acc_5pct", "fit_seconds")},
+                                       "ridge_spearman": ridge["ridge_spearman"], "ridge_acc_10pct": ridge["ridge_acc_10pct"]})
     start = time.perf_counter()
     everything = transfer.Pretrained.load(next(transfer.default_cache().glob("*/"))).embed(
         __import__("leti.spaces", fromlist=["nb201"]).nb201.all_arch_strings())
@@ -166,6 +169,49 @@ def mean_std(values: list[float], digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else "—"
 
 
+PUBLISHED = {"HELP (10 reference + 10 random)": (20, 0.932), "MultiPredict": (20, 0.930), "NASFLAT, 10 shots": (10, 0.947),
+             "NASFLAT, 20 shots": (20, 0.959)}
+"""Published mean Spearman on HELP's NAS-Bench-201 test devices (k measurements of the new device)."""
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Spearman and acc@10 against k, one column per split: leti's transfer and the ridge baseline
+    (mean and the band of one std over targets x seeds), the published figures as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits_here = [s for s in ("same-kind", "cross-kind", "mobile", "help") if any(r["split"] == s for r in rows)]
+    figure, axes = plt.subplots(2, len(splits_here), figsize=(4.2 * len(splits_here), 7), squeeze=False, sharex=True)
+    for column, split in enumerate(splits_here):
+        mine = [r for r in rows if r["split"] == split]
+        ks = sorted({r["k"] for r in mine})
+        for row, (metric, label) in enumerate((("spearman", "Spearman"), ("acc_10pct", "acc@10 %"))):
+            axis = axes[row][column]
+            for key, name, colour in ((metric, "leti transfer", "tab:blue"), (f"ridge_{metric}", "ridge on sources", "tab:orange")):
+                mean = np.array([np.mean([r[key] for r in mine if r["k"] == k]) for k in ks])
+                std = np.array([np.std([r[key] for r in mine if r["k"] == k]) for k in ks])
+                axis.plot(ks, mean, "o-", color=colour, label=name)
+                axis.fill_between(ks, mean - std, mean + std, color=colour, alpha=0.15)
+            if metric == "spearman":
+                for marker, (name, (k, value)) in zip("sD^v", PUBLISHED.items()):
+                    axis.plot([k], [value], marker, color="black", markerfacecolor="none", label=f"{name} (published, HELP's split)")
+            axis.set_xscale("log")
+            axis.set_xticks(ks, [str(k) for k in ks])
+            axis.grid(alpha=0.3)
+            axis.set_ylabel(label)
+            if row == 0:
+                axis.set_title(f"{split} ({len({r['target'] for r in mine})} targets)")
+            else:
+                axis.set_xlabel("k: measured cells of the new device")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.output)
     rows = [json.loads(line) for line in (out / "transfer.jsonl").read_text().splitlines() if line.strip()]
@@ -193,6 +239,8 @@ def report(args: argparse.Namespace) -> None:
             t900 = [r["transfer900_acc_10pct"] for r in single_rows if r["target"] == target]
             lines.append(f"| {target} | {mean_std(k10)} | {mean_std(k50, 1)} | {mean_std(gcn, 1)} | {mean_std(t900, 1)} |")
         lines.append("")
+    lines += ["![Spearman and acc@10 against k, per split](transfer_k.png)", ""]
+    plot(rows, out / "transfer_k.png")
     if (out / "timings.json").exists():
         lines += ["## Timings (this 2-core VM, one thread)", ""]
         lines += [f"- {name}: {value:.2f} s" for name, value in json.loads((out / "timings.json").read_text()).items()]

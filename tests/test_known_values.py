@@ -165,3 +165,21 @@ def test_pick_breaks_an_acc10_tie_by_mape_then_by_order() -> None:
     same = VAL * np.array([1.02, 0.98, 1.02, 0.98])
     assert pick(VAL, {"linear": same, "ensemble": same.copy()}) == "linear"
     assert pick(VAL, {"ensemble": same, "linear": same.copy()}) == "ensemble"
+
+
+
+@pytest.mark.parametrize("family, attribute", [("linear", "coef"), ("layerwise", "costs_ms")])
+def test_a_fitted_line_never_predicts_below_half_the_fastest_training_cell(family: str, attribute: str, tmp_path) -> None:
+    """A line fitted on few cells can cross zero for an unlike cell; the prediction is held at half the
+    fastest training latency, and the floor survives save / load."""
+    from leti import predictors
+    from leti.spaces import nb201
+
+    archs = nb201.sample_valid(40, seed=3)
+    latency = np.linspace(2.0, 6.0, 40)
+    predictor = predictors.make_predictor(family).fit(archs[:30], latency[:30])
+    assert np.all(predictor.predict(archs[30:]) > 1.0)  # a sensible fit stays clear of the floor
+    setattr(predictor, attribute, -np.abs(getattr(predictor, attribute)) - 1.0)  # a line below zero everywhere
+    assert np.allclose(predictor.predict(archs[30:]), 1.0)
+    predictor.save(tmp_path / family)
+    assert np.allclose(predictors.load(tmp_path / family).predict(archs[30:]), 1.0)

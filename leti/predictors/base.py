@@ -15,6 +15,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 
+FLOOR_SHARE = 0.5
+"""Lines fitted on few cells (a raw linear target, per-op costs fitted on op counts) can cross zero for
+a cell unlike the training cells; no latency does, so their predictions are held at this share of the
+fastest training cell's latency."""
+
+
+def latency_floor(latency_ms: Sequence[float] | np.ndarray) -> float:
+    """The least latency a fitted line may predict (:data:`FLOOR_SHARE` of the fastest training cell)."""
+    return FLOOR_SHARE * float(np.min(latency_ms))
+
+
 class Predictor(ABC):
     family: ClassVar[str]
 

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from leti import features, spaces
-from leti.predictors.base import Predictor
+from leti.predictors.base import Predictor, latency_floor
 from leti.store import reader
 
 
@@ -45,6 +45,7 @@ class LayerwisePredictor(Predictor):
         super().__init__(lookup=lookup, network=network, statistic=statistic, config_id=config_id, space=space)
         self.costs_ms: np.ndarray | None = None  # fixed part, then one cost per op of the space's OPS
         self.lookup_table: pl.DataFrame | None = None  # op_key -> latency_ms, when measured
+        self.floor_ms: float | None = None  # fitted costs only: the least latency predicted (base.latency_floor)
 
     def _design(self, archs: Sequence[str]) -> np.ndarray:
         counts = features.matrix(archs, "counts", self.space).astype(np.float64)
@@ -59,6 +60,7 @@ class LayerwisePredictor(Predictor):
         # NB201's six counts always sum to 6, so the intercept and the op costs are collinear; lstsq's
         # minimum-norm solution picks one decomposition, predictions are the same for any.
         self.costs_ms, *_ = np.linalg.lstsq(self._design(archs), np.asarray(latency_ms, dtype=np.float64), rcond=None)
+        self.floor_ms = latency_floor(latency_ms)
         return self
 
     def feature_schema(self) -> dict:
@@ -79,19 +81,21 @@ class LayerwisePredictor(Predictor):
             return predict_from_lookup(archs, self.lookup_table, config)
         if self.costs_ms is None:
             raise RuntimeError("layerwise predictor is not fitted")
-        return self._design(archs) @ self.costs_ms
+        return np.maximum(self._design(archs) @ self.costs_ms, self.floor_ms)
 
     def save_state(self, folder: Path) -> None:
         if self.lookup_table is not None:
             self.lookup_table.write_parquet(folder / "lookup.parquet")
         else:
             np.save(folder / "costs_ms.npy", self.costs_ms)
+            np.save(folder / "floor_ms.npy", np.array(self.floor_ms))
 
     def load_state(self, folder: Path) -> None:
         if (folder / "lookup.parquet").exists():
             self.lookup_table = pl.read_parquet(folder / "lookup.parquet")
         else:
             self.costs_ms = np.load(folder / "costs_ms.npy")
+            self.floor_ms = float(np.load(folder / "floor_ms.npy"))
 
 
 def predict_from_lookup(archs: Sequence[str], lookup: pl.DataFrame, config: object) -> np.ndarray:

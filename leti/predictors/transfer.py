@@ -150,10 +150,11 @@ class Pretrained:
         with torch.no_grad():
             return self.model.head.weight.numpy().astype(np.float64), self.model.head.bias.numpy().astype(np.float64)
 
-    def predict_sources(self, archs: Sequence[str]) -> np.ndarray:
-        """Every source device's predicted latency (ms) of ``archs``: ``(devices, cells)``."""
+    def predict_sources(self, archs: Sequence[str], embedding: np.ndarray | None = None) -> np.ndarray:
+        """Every source device's predicted latency (ms) of ``archs``: ``(devices, cells)`` (``embedding``:
+        ``embed(archs)``, when the caller has it already)."""
         weight, bias = self.heads()
-        standard = (self.embed(archs) @ weight.T + bias).T
+        standard = ((self.embed(archs) if embedding is None else embedding) @ weight.T + bias).T
         return np.exp(standard * np.asarray(self.scale)[:, None] + np.asarray(self.shift)[:, None])
 
 
@@ -417,18 +418,19 @@ def ridge_baseline(source_log: np.ndarray, y_log: np.ndarray, penalties: Sequenc
 
 
 def evaluate(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarray, shots: int, seed: int,
-             design: str = "auto") -> dict[str, Any]:
+             design: str = "auto", embedding: np.ndarray | None = None) -> dict[str, Any]:
     """Adapt ``pretrained`` to a target from ``shots`` of its cells and score every other cell.
 
     ``archs``/``latency_ms`` are the target's measured valid cells. The shots are chosen among them
     by ``design`` (seeded); the metrics are ``leti evaluate``'s on the cells outside the shots, plus
-    ``spearman_all`` over every cell, shots included (NASFLAT's rule), and the timings."""
+    ``spearman_all`` over every cell, shots included (NASFLAT's rule), and the timings. A sweep over k
+    and seeds passes the cells' ``embedding`` (``pretrained.embed(archs)``) once instead of again per call."""
     from leti.metrics import regression_metrics
 
     archs, latency_ms = list(archs), np.asarray(latency_ms, dtype=np.float64)
     if shots > len(archs) - 2:
         raise ValueError(f"{shots} shots leave fewer than 2 of the target's {len(archs)} cells to score")
-    embedding = pretrained.embed(archs)
+    embedding = pretrained.embed(archs) if embedding is None else embedding
     chosen = design_shots(embedding, shots, seed, design)
     rest = np.setdiff1d(np.arange(len(archs)), chosen)
     weight, bias = pretrained.heads()
@@ -486,15 +488,16 @@ def source_matrix(store: str | Path, sources: Sequence[str], space: str, policy:
 
 
 def ridge_scores(pretrained: Pretrained, matrix: Any, archs: Sequence[str], latency_ms: np.ndarray,
-                 shot_archs: Sequence[str]) -> dict[str, float]:
+                 shot_archs: Sequence[str], embedding: np.ndarray | None = None) -> dict[str, float]:
     """The ridge baseline on the same shots and test cells (``ridge_*`` metrics): the sources' measured
-    log latencies where they have the cell, the pretrained heads' predictions where they do not."""
+    log latencies where they have the cell, the pretrained heads' predictions where they do not
+    (``embedding``: ``pretrained.embed(archs)``, when the caller has it already)."""
     from leti.metrics import regression_metrics
 
     index = {arch: i for i, arch in enumerate(matrix.archs)}
     columns = [index.get(arch, -1) for arch in archs]
     measured = np.where(np.array(columns)[None, :] >= 0, matrix.latency_ms[:, np.maximum(columns, 0)], np.nan)
-    predicted = pretrained.predict_sources(list(archs))
+    predicted = pretrained.predict_sources(list(archs), embedding)
     sources = np.log(np.where(np.isfinite(measured), measured, predicted))
     shots = np.isin(np.asarray(archs), np.asarray(shot_archs))
     coef, _ = ridge_baseline(sources[:, shots], np.log(latency_ms[shots]))
