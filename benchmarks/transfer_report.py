@@ -215,10 +215,13 @@ def plot(rows: list[dict], path: Path) -> None:
 def report(args: argparse.Namespace) -> None:
     out = Path(args.output)
     rows = [json.loads(line) for line in (out / "transfer.jsonl").read_text().splitlines() if line.strip()]
+    designs = {r["design"] for r in rows}
     single_rows = [json.loads(line) for line in (out / "single.jsonl").read_text().splitlines()] if (out / "single.jsonl").exists() else []
-    lines = ["# Few-shot transfer on the shared NAS-Bench-201 devices", "",
+    lines = ["# Few-shot transfer on the shared NAS-Bench-201 devices", "", f"Shots: {args.design} (designs run: {', '.join(sorted(designs))}).", "",
              "Spearman over every target cell outside the k shots (mean ± std over targets × seeds); NASFLAT's rule "
              "(every cell) in brackets; acc@10 %; the ridge baseline on the same shots. Produced by `benchmarks/transfer_report.py`.", ""]
+    random_rows = [r for r in rows if r["design"] == "random"]
+    rows = [r for r in rows if r["design"] == args.design]
     for split in ("same-kind", "cross-kind", "mobile", "help"):
         mine = [r for r in rows if r["split"] == split]
         if not mine:
@@ -231,6 +234,16 @@ def report(args: argparse.Namespace) -> None:
             lines.append(f"| {k} | {mean_std([r['spearman'] for r in at])} | ({mean_std([r['spearman_all'] for r in at])}) | "
                          f"{mean_std([r['acc_10pct'] for r in at], 1)} | {mean_std([r['ridge_spearman'] for r in at])} | "
                          f"{mean_std([r['ridge_acc_10pct'] for r in at], 1)} |")
+        chance = [r for r in random_rows if r["split"] == split]
+        if chance and args.design != "random":
+            lines += ["", f"Designed ({args.design}) against random shots, same targets and seeds:", "",
+                      "| k | designed Spearman | random Spearman | designed acc@10 % | random acc@10 % |", "|---|---|---|---|---|"]
+            for k in sorted({r["k"] for r in chance}):  # the runs both designs made: same targets and seeds
+                random_at = {(r["target"], r["seed"]): r for r in chance if r["k"] == k}
+                designed_at = [r for r in mine if r["k"] == k and (r["target"], r["seed"]) in random_at]
+                random_at = [random_at[(r["target"], r["seed"])] for r in designed_at]
+                lines.append(f"| {k} | {mean_std([r['spearman'] for r in designed_at])} | {mean_std([r['spearman'] for r in random_at])} | "
+                             f"{mean_std([r['acc_10pct'] for r in designed_at], 1)} | {mean_std([r['acc_10pct'] for r in random_at], 1)} |")
         lines += ["", "| target | k=10 Spearman | k=50 acc@10 % | 900-cell GCN acc@10 % | transfer, 900 shots, acc@10 % |", "|---|---|---|---|---|"]
         for target in targets:
             k10 = [r["spearman"] for r in mine if r["target"] == target and r["k"] == 10]
