@@ -36,6 +36,7 @@ import polars as pl
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+STORES = ROOT / "benchmarks" / "data" / "drift"  # the passes' latency stores (not committed: benchmarks/data/ is ignored)
 sys.path.insert(0, str(ROOT / "tests"))  # the stand-in phone
 
 from leti import params, predictors  # noqa: E402
@@ -89,7 +90,7 @@ def run_passes(args: argparse.Namespace) -> None:
     record_path = out / "passes.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"passes": {}}
     for index in range(1, args.passes + 1):
-        store = out / "stores" / f"pass{index}"
+        store = STORES / f"pass{index}"
         if str(index) in record["passes"]:
             continue
         started = time.monotonic()
@@ -99,7 +100,7 @@ def run_passes(args: argparse.Namespace) -> None:
                                         "loadavg": os.getloadavg()}
         print(f"pass {index}: {seconds:.0f} s, {result.quality().line()}", flush=True)
         record_path.write_text(json.dumps(record, indent=2))
-    stores = sorted((out / "stores").glob("pass*"))
+    stores = sorted(STORES.glob("pass*"))
     scores = {}
     for policy in POLICIES:
         frames = [cells_of(store, device, policy) for store in stores]
