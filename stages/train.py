@@ -61,7 +61,9 @@ def main() -> None:
     found = sorted(set(architectures["space"].to_list()))
     if found != [space]:
         raise ValueError(f"{args.architectures} holds {', '.join(found) or 'no'} cells, not only {space}")
-    policy = reader.ReadPolicy(statistic=statistic, configuration=device.config_id, duplicates="latest")
+    # A store measured without the sentinel has no corrected statistic: its raw minimum stands in.
+    fallback = "min_ms" if statistic == "min_ms_corrected" else None
+    policy = reader.ReadPolicy(statistic=statistic, configuration=device.config_id, duplicates="latest", fallback=fallback)
     cells = reader.read_cells(args.store, device.name, space, policy, architectures["arch"].to_list())
     sentinels = reader.sentinel_rows(args.store, device.name, space, device.config_id)
     quality = measurement_quality.summarize(cells.rows, sentinels.filter(pl.col("chunk").is_in(cells.rows["chunk"].drop_nulls().to_list())))

@@ -31,6 +31,7 @@ TRAIN = [sys.executable, "stages/train.py", "--space", "nb201", "--store", "data
 MODELS = Path("models") / "nb201" / "torch-cpu"  # train@nb201's --models for spaces.nb201.device
 TRAINED = "evaluate@nb201"  # the stage at the end of torch-cpu's NB201 chain
 TRAIN_STAGE = "train@nb201"
+STATISTIC = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["nb201"]["statistic"]  # what train@nb201 learns
 
 
 @pytest.fixture(scope="module")
@@ -207,12 +208,12 @@ def test_logged_model_is_installable_and_says_what_it_predicts(repo: Path, tiny_
     assert (folder / "code" / "leti" / "predictors" / "xgboost.py").exists()
     model = Model.load(folder)
     assert model.metadata["space"] == "nb201" and model.metadata["device"] == "torch-cpu"
-    assert model.metadata["statistic"] == "min_ms" and model.metadata["config_id"] == child.data.tags["config_id"]
+    assert model.metadata["statistic"] == STATISTIC and model.metadata["config_id"] == child.data.tags["config_id"]
     assert model.metadata["feature_schema"]["feature_set"] == "onehot"
     assert model.signature.inputs.input_names() == ["arch"]
     assert model.saved_input_example_info is not None
     saved = json.loads((repo / MODELS / "xgboost" / "predictor.json").read_text())
-    assert (saved["space"], saved["statistic"], saved["feature_schema"]["feature_set"]) == ("nb201", "min_ms", "onehot")
+    assert (saved["space"], saved["statistic"], saved["feature_schema"]["feature_set"]) == ("nb201", STATISTIC, "onehot")
 
 
 def test_champion_is_registered_with_its_reason(repo: Path) -> None:
@@ -343,9 +344,9 @@ def test_a_changed_protocol_measures_again_and_keeps_splits_apart(repo: Path, tm
     archs = set(tables.read(repo / INPUTS["architectures"], tables.ARCHITECTURES)["arch"])
     for (family, seed), rows in predictions.group_by(["predictor", "seed"]):
         assert rows.height == 8 and set(rows["arch"]) == archs  # one row per arch: no cell in two splits
-        measured = latency.filter(pl.col("config_id") == new_config).select("arch", "min_ms")
+        measured = latency.filter(pl.col("config_id") == new_config).select("arch", STATISTIC)
         joined = rows.join(measured, on="arch")
-        assert (joined["measured_ms"] == joined["min_ms"]).all()  # the new protocol's rows only
+        assert (joined["measured_ms"] == joined[STATISTIC]).all()  # the new protocol's rows only
     champion = client(repo).get_model_version_by_alias(MODEL, "champion")
     assert champion.version != old_champion.version
     assert "predicts another target" in champion.tags["selection.reason"]
