@@ -72,7 +72,8 @@ def main() -> None:
         training.Training(
             cells=cells, families=config["predictors"],
             supplied={"space": space, **({"lookup": inputs["op_latency"]} if lookup else {}), "config_id": device.config_id,
-                      "network": dataclasses.asdict(device.network), "statistic": statistic},
+                      # the op-latency lookup's summary: operators are timed without the sentinel, so the raw one
+                      "network": dataclasses.asdict(device.network), "statistic": fallback or statistic},
             seeds=config["seed"] if isinstance(config["seed"], list) else [config["seed"]],
             train_size=config["train_size"], val_size=config["val_size"], rule=registry.Rule.from_params(config.get("select")),
             inputs=inputs, experiment=tracking.experiment_name(config["experiment"], space, device.name), tags=quality.tags(),
