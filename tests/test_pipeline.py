@@ -374,11 +374,14 @@ def test_the_readme_python_api_example_runs_against_the_champion(repo: Path, e2e
     assert "leti.load_predictor(\"torch-cpu\")" in example and len(example.strip().splitlines()) <= 12
     champion = predictors.load(repo / MODELS / client(repo).get_run(
         client(repo).get_model_version_by_alias(MODEL, "champion").run_id).data.tags["family"])
-    budget = float(np.median(champion.predict(spaces.get("nb201").sample_valid(1000, seed=0))))
+    predicted = champion.predict(spaces.get("nb201").sample_valid(1000, seed=0))
+    budget = float(np.median(predicted))
     script = example.replace("budget_ms = 5.0", f"budget_ms = {budget!r}")
     result = run([sys.executable, "-c", script], repo, e2e_home)
     found = re.match(r"(\d+) of 1000 cells within .* ms; best: (\S+)", result.stdout.strip())
-    assert found and 400 <= int(found.group(1)) <= 600  # about half the cells fit a median budget
+    # The example's champion, loaded through MLflow, keeps the cells the saved model predicts within the
+    # budget (at least half: a median budget, ties at the median included).
+    assert found and int(found.group(1)) == int(np.sum(predicted <= budget)) >= 500
     space = spaces.get("nb201")
     assert space.is_valid(found.group(2))
 
