@@ -155,12 +155,13 @@ def http_json(url: str, body: dict | None = None) -> dict:
 def test_runs_tag_the_hashes_dvc_lock_records_over_a_stale_lock(repo: Path, e2e_home: Path) -> None:
     lock, committed = lock_hashes(repo), lock_hashes(ROOT)
     assert lock["data/latency/torch-cpu"] != committed.get("data/latency/torch-cpu")  # the clone's lock was stale
+    trained = lock_hashes(repo, TRAIN_STAGE)  # what train@nb201 recorded (stages the tiny run skipped keep stale deps)
     commit = run(["git", "rev-parse", "HEAD"], repo, e2e_home).stdout.strip()
     runs = train_runs(repo)
     assert runs
     for run_ in runs:
         for name, path in INPUTS.items():
-            assert run_.data.tags[f"data.{name}.dvc_md5"] == lock[path], (run_.info.run_name, name)
+            assert run_.data.tags[f"data.{name}.dvc_md5"] == trained[path], (run_.info.run_name, name)
         # DVC stages dvc.lock as the pipeline runs, so the tree is honestly marked dirty.
         assert run_.data.tags["git_commit"].removesuffix("-dirty") == commit
     dvc_status_clean(repo, e2e_home)
@@ -221,9 +222,9 @@ def test_champion_is_registered_with_its_reason(repo: Path) -> None:
     version = store.get_model_version_by_alias(MODEL, "champion")
     assert version.tags["selection.metric"] == "val_acc_10pct"
     assert version.tags["selection.reason"].startswith("first model")
-    assert version.tags["data.latency.dvc_md5"] == lock_hashes(repo)[INPUTS["latency"]]
+    assert version.tags["data.latency.dvc_md5"] == lock_hashes(repo, TRAIN_STAGE)[INPUTS["latency"]]
     champion_run = store.get_run(version.run_id)
-    assert champion_run.data.tags["data.latency.dvc_md5"] == lock_hashes(repo)[INPUTS["latency"]]
+    assert champion_run.data.tags["data.latency.dvc_md5"] == lock_hashes(repo, TRAIN_STAGE)[INPUTS["latency"]]
     summary = json.loads((repo / MODELS / "mlflow.json").read_text())
     assert summary["registered"] and summary["champion_version"] == str(version.version)
 
@@ -316,7 +317,7 @@ def test_training_against_a_tracking_server(repo: Path, tmp_path: Path, e2e_home
         runs = http_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         alias = http_json(f"{base}/api/2.0/mlflow/registered-models/alias?name={MODEL}&alias=champion")["model_version"]
     assert len(runs) == 1 + 4  # the parent and a child per family
-    lock = lock_hashes(repo)
+    lock = lock_hashes(repo, TRAIN_STAGE)
     for run_ in runs:
         tags = {tag["key"]: tag["value"] for tag in run_["data"]["tags"]}
         assert tags["data.latency.dvc_md5"] == lock[INPUTS["latency"]]
