@@ -15,6 +15,17 @@ from leti.predictors import evaluation
 from leti.store import reader
 
 
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` options as a dict, each value parsed by :func:`parse_value`."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = parse_value(value)
+    return overrides
+
+
 def parse_value(text: str) -> object:
     """``--set`` values are JSON when they parse as JSON (numbers, booleans), else strings."""
     try:
@@ -55,12 +66,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = parse_value(value)
+    overrides = parse_overrides(args.set)
     if args.predictor not in predictors.FAMILIES:
         raise KeyError(f"unknown predictor {args.predictor!r} (known: {', '.join(sorted(predictors.FAMILIES))})")
     policy = reader.ReadPolicy(statistic=args.statistic, configuration=args.config or reader.ONLY, duplicates="mean")

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from leti.cli.evaluate import parse_value
+from leti.cli.evaluate import parse_overrides
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,12 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--source-devices names no device")
     if args.target_device in sources:
         raise ValueError(f"target device {args.target_device!r} is also a source: its cells would be seen in pretraining")
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = parse_value(value)
+    overrides = parse_overrides(args.set)
     config = transfer.PretrainConfig.from_params(overrides)
     space = transfer.target_space(args.latency, args.target_device, args.space)
     policy = reader.ReadPolicy(statistic=args.statistic, configuration=reader.NEWEST)
