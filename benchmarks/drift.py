@@ -1,6 +1,7 @@
 """Measurements you can trust on a drifting device: the figures behind `measure.sentinel`'s defaults.
 
     python benchmarks/drift.py passes --passes 3 --output benchmarks/results/drift      # ~10 min a pass
+    python benchmarks/drift.py passes --passes 3 --clock thread --output benchmarks/results/drift  # thread CPU time
     python benchmarks/drift.py phone --repeats 5 --output benchmarks/results/drift      # the stand-in phone
     python benchmarks/drift.py concurrent --output benchmarks/results/drift
     python benchmarks/drift.py report --output benchmarks/results/drift                # drift.md from the JSON files
@@ -11,7 +12,9 @@ chunk is kept, so one set of passes scores every policy: **none** (each chunk's 
 `min_ms`: what a campaign without the sentinel measures), **detect** (the latest attempt, raw),
 **correct** (first attempts, `min_ms_corrected`), **detect+correct** (latest attempt, corrected).
 Per pass and policy: linear regression's acc@10 on the pipeline's split (`train.nb201`), and the
-pass-to-pass median difference of the statistic. The sentinel's own cost and the re-measured chunks'
+pass-to-pass median difference of the statistic. `--clock thread` runs the same passes with the
+protocol's thread CPU-time clock (which leaves out time the hypervisor steals) into their own stores
+(`passes-thread.json`), so the two clocks compare on the same sample. The sentinel's own cost and the re-measured chunks'
 cost are given as shares of the campaign's wall time. A pass resumes where it stopped.
 `phone`: the stand-in phone (tests/fakes/adb) slowed by a scripted 20 % mid-campaign, `--repeats`
 times at different points, against an undisturbed run: detected or not, and the corrected cells'
@@ -22,6 +25,7 @@ together on the same 30 cells, against one alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -83,14 +87,17 @@ def costs(store: Path, seconds: float) -> dict[str, float]:
 def run_passes(args: argparse.Namespace) -> None:
     sample, train = params.section("sample")["nb201"], params.section("train")["nb201"]
     device = device_from_params("torch-cpu")
+    if args.clock != device.protocol.clock:
+        device = dataclasses.replace(device, protocol=dataclasses.replace(device.protocol, clock=args.clock))
     options = campaign.options_from_params(params.section("measure"))
+    suffix = "" if args.clock == "wall" else f"-{args.clock}"
     archs = nb201.sample_valid(args.cells or sample["n"], sample["seed"])
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    record_path = out / "passes.json"
+    record_path = out / f"passes{suffix}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"passes": {}}
     for index in range(1, args.passes + 1):
-        store = STORES / f"pass{index}"
+        store = STORES / f"pass{suffix}{index}"
         if str(index) in record["passes"]:
             continue
         started = time.monotonic()
@@ -100,7 +107,7 @@ def run_passes(args: argparse.Namespace) -> None:
                                         "loadavg": os.getloadavg()}
         print(f"pass {index}: {seconds:.0f} s, {result.quality().line()}", flush=True)
         record_path.write_text(json.dumps(record, indent=2))
-    stores = sorted(STORES.glob("pass*"))
+    stores = [STORES / f"pass{suffix}{index}" for index in range(1, args.passes + 1)]
     scores = {}
     for policy in POLICIES:
         frames = [cells_of(store, device, policy) for store in stores]
@@ -223,6 +230,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--cells", type=int, default=None, help="passes: cells of the sample (default: sample.nb201.n); phone: 8")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clock", choices=["wall", "thread"], default="wall", help="passes: the timing protocol's clock")
     args = parser.parse_args()
     if args.what == "phone" and args.cells is None:
         args.cells = 8

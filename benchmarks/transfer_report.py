@@ -9,7 +9,8 @@ target, k in --shots and seed in --seeds: adapt from k designed shots and score 
 cell (Spearman, acc@10; also NASFLAT's Spearman over every cell), and the ridge baseline on the same
 shots. Rows are appended to ``transfer.jsonl`` as they finish, so a stopped run resumes. `single`: the
 900-cell single-device GCN (leti's defaults; 900 train / 100 validation / rest test) per target, and
-transfer with 900 random shots on the same split. `report`: ``report.md`` with mean ± std tables.
+transfer from the same 900 cells and validation cells (the trunk fine-tuned when the validation cells
+say it beats the closed-form head). `report`: ``report.md`` with mean ± std tables.
 
 Splits of the 28 shared devices (21 HELP, 7 LatBench):
 - ``same-kind``: four folds of mixed devices; pretrain on three, adapt to each device of the fourth;
@@ -141,6 +142,8 @@ def single(args: argparse.Namespace) -> None:
     targets = {t: (name, s) for name, folds in splits(matrix.devices).items() if name in ("same-kind", "cross-kind")
                for s, ts in folds for t in ts}
     for target, (name, sources) in sorted(targets.items()):
+        if args.target and target not in args.target:
+            continue
         y = matrix.row(target)
         keep = np.isfinite(y)
         archs, latency = [a for a, k in zip(matrix.archs, keep) if k], y[keep]
@@ -155,13 +158,17 @@ def single(args: argparse.Namespace) -> None:
             pretrained, _ = transfer.cached(transfer.default_cache(), "nb201", matrix.archs, matrix.latency_ms[rows], sources, config)
             model = transfer.TransferPredictor(space="nb201")
             model.pretrained = pretrained
-            train = [archs[i] for i in parts.train]
-            model.fit(train, latency[parts.train])
+            train, val = [archs[i] for i in parts.train], [archs[i] for i in parts.val]
+            started = time.perf_counter()
+            model.fit(train, latency[parts.train], val, latency[parts.val])
+            fit_seconds = time.perf_counter() - started
             test = [archs[i] for i in parts.test]
             transfer_metrics = regression_metrics(latency[parts.test], model.predict(test))
             append(rows_path, {"key": list(key), "target": target, "seed": seed, "split": name,
                                "gcn_acc_10pct": gcn_metrics["acc_10pct"], "gcn_spearman": gcn_metrics["spearman"],
-                               "transfer900_acc_10pct": transfer_metrics["acc_10pct"], "transfer900_spearman": transfer_metrics["spearman"]})
+                               "transfer900_acc_10pct": transfer_metrics["acc_10pct"], "transfer900_spearman": transfer_metrics["spearman"],
+                               "transfer900_finetuned": bool(model.head.info.get("finetuned")), "transfer900_fit_seconds": fit_seconds,
+                               "transfer900_val_mse": {key: model.head.info.get(key) for key in ("finetune_val_mse", "closed_form_val_mse")}})
             print(f"{target} seed {seed}: gcn {gcn_metrics['acc_10pct']:.1f}, transfer-900 {transfer_metrics['acc_10pct']:.1f}", flush=True)
 
 
@@ -270,6 +277,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--design", default="auto")
     parser.add_argument("--split", action="append", help="only these splits (repeatable)")
+    parser.add_argument("--target", action="append", help="single: only these targets (repeatable)")
     args = parser.parse_args()
     {"run": run, "single": single, "report": report}[args.what](args)
 

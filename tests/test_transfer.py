@@ -165,3 +165,35 @@ def test_adapt_and_design_on_known_values(pretrained: Path) -> None:
         transfer.design_shots(embedding, 8, method="best")
     with pytest.raises(ValueError, match="at least 3 measured cells"):
         transfer.adapt(embedding[:2], np.ones(2), weight, bias)
+
+
+def test_remembered_cells_are_looked_up_as_the_trunk_computes_them(pretrained: Path) -> None:
+    model = transfer.Pretrained.load(pretrained)
+    assert (pretrained / transfer.EMBEDDINGS).is_file() and len(model.known) == len(CELLS)
+    others = [arch for arch in nb201.sample_valid(40, seed=99) if arch not in model.known][:5]
+    mixed = [CELLS[3], *others, CELLS[0]]
+    np.testing.assert_allclose(model.embed(mixed), model._trunk(mixed, chunk=4), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_fine_tunes_the_trunk_from_enough_cells_and_keeps_the_better_on_held_out_cells(pretrained: Path, tmp_path: Path,
+                                                                                            monkeypatch) -> None:
+    latency = np.array([DEVICES["target"](arch) for arch in CELLS])
+    few = transfer.TransferPredictor(str(pretrained)).fit(CELLS[:transfer.FINETUNE_SHOTS - 1], latency[:transfer.FINETUNE_SHOTS - 1])
+    assert "finetune_val_mse" not in few.head.info and few.pretrained.finetuned_on == 0
+    fit, val = slice(0, 150), slice(150, 200)
+    model = transfer.TransferPredictor(str(pretrained)).fit(CELLS[fit], latency[fit], CELLS[val], latency[val])
+    tuned, closed = model.head.info["finetune_val_mse"], model.head.info["closed_form_val_mse"]
+    assert bool(model.head.info.get("finetuned")) == (tuned < closed)
+    assert (model.pretrained.finetuned_on == 150) == (tuned < closed)
+    # Where the held-out cells favour the fine-tuned trunk, it is what predicts, saves and loads.
+    monkeypatch.setattr(transfer, "log_error", lambda *args: float("inf"))
+    model = transfer.TransferPredictor(str(pretrained)).fit(CELLS[fit], latency[fit], CELLS[val], latency[val])
+    assert model.head.info["finetuned"] and model.pretrained.finetuned_on == 150
+    closed_form = transfer.TransferPredictor(str(pretrained)).fit(CELLS[:99], latency[:99])
+    rest = CELLS[200:]
+    assert not np.allclose(model.predict(rest), closed_form.predict(rest))
+    model.save_state(tmp_path)
+    loaded = transfer.TransferPredictor(str(pretrained))
+    loaded.load_state(tmp_path)
+    np.testing.assert_allclose(loaded.predict(rest), model.predict(rest), rtol=1e-5)
+    assert loaded.pretrained.finetuned_on == 150

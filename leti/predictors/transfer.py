@@ -11,7 +11,11 @@
    exact leave-one-out error on the shots. With few shots the prediction stays near the sources'
    consensus and moves toward the sources the shots favour as they grow. Every term is linear in the
    trunk's embedding, so the adapted device is one new linear head on the trunk.
-4. **Predict**: the trunk, then that head.
+   From ``FINETUNE_SHOTS`` shots on, the trunk itself is also fine-tuned from the pretrained weights
+   (:func:`finetune`), and held-out cells decide which of the two the device keeps: a device with
+   plenty of data is no longer limited to what the sources' embedding can express.
+4. **Predict**: the trunk, then that head. The trunk's output for every cell the model was pretrained
+   on is saved with it (``embeddings.npz``), so predicting those cells is a lookup and one product.
 
 :class:`TransferPredictor` is the ``transfer`` family: ``fit`` adapts a pretrained model (a folder
 written by :meth:`Pretrained.save`) to the measured cells it is given, and its saved state carries the
@@ -22,7 +26,9 @@ reported ones (``benchmarks/results/transfer/``, README).
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import json
 import math
 import shutil
@@ -43,6 +49,7 @@ from leti.threads import torch_threads
 
 STATE = "transfer-gcn.pt"
 RECORD = "transfer-gcn.json"
+EMBEDDINGS = "embeddings.npz"
 HEAD = "head.json"
 
 
@@ -111,14 +118,27 @@ class Pretrained:
     config: PretrainConfig
     data: str = ""  # the digest of the latencies it learned (:func:`data_digest`)
     train_seconds: float = 0.0
+    finetuned_on: int = 0  # cells of one device the trunk was fine-tuned on (0: as pretrained)
+    known: dict[str, int] = field(default_factory=dict, repr=False)  # arch -> row of known_rows
+    known_rows: np.ndarray | None = field(default=None, repr=False)  # the trunk's output for those cells (float32)
+
+    def remember(self, archs: Sequence[str]) -> None:
+        """Keep the trunk's output for ``archs`` (the cells it learned), so predicting them later is a lookup."""
+        archs = list(dict.fromkeys(archs))
+        self.known, self.known_rows = {}, None
+        self.known_rows = self.embed(archs).astype(np.float32)
+        self.known = {arch: row for row, arch in enumerate(archs)}
 
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), folder / STATE)
         record = {"space": self.space, "devices": self.devices, "shift": self.shift, "scale": self.scale,
-                  "config": asdict(self.config), "data": self.data, "train_seconds": self.train_seconds}
+                  "config": asdict(self.config), "data": self.data, "train_seconds": self.train_seconds,
+                  "finetuned_on": self.finetuned_on}
         (folder / RECORD).write_text(json.dumps(record, indent=1))
+        if self.known_rows is not None:
+            np.savez(folder / EMBEDDINGS, archs=np.char.encode(np.asarray(list(self.known)), "utf-8"), rows=self.known_rows)
         return folder
 
     @classmethod
@@ -132,12 +152,29 @@ class Pretrained:
                                len(record["devices"]))
         model.load_state_dict(torch.load(folder / STATE, weights_only=True))
         model.eval()
-        return cls(model, record["space"], record["devices"], record["shift"], record["scale"], config, record["data"],
-                   record["train_seconds"])
+        pretrained = cls(model, record["space"], record["devices"], record["shift"], record["scale"], config, record["data"],
+                         record["train_seconds"], record.get("finetuned_on", 0))
+        if (folder / EMBEDDINGS).is_file():
+            with np.load(folder / EMBEDDINGS, allow_pickle=False) as table:
+                pretrained.known_rows = table["rows"]
+                pretrained.known = {arch.decode(): row for row, arch in enumerate(table["archs"].tolist())}
+        return pretrained
+
+    def embed(self, archs: Sequence[str], chunk: int = 4096) -> np.ndarray:
+        """The trunk's output for each cell, ``(cells, hidden)``; the same for every device. Cells the
+        model remembers are looked up; only the others go through the trunk."""
+        archs = list(archs)
+        where = np.fromiter((self.known.get(arch, -1) for arch in archs), dtype=np.int64, count=len(archs))
+        hit = where >= 0
+        rows = np.empty((len(archs), self.config.hidden), dtype=np.float64)
+        if hit.any():
+            rows[hit] = self.known_rows[where[hit]]
+        if not hit.all():
+            rows[~hit] = self._trunk([arch for arch, found in zip(archs, hit) if not found], chunk)
+        return rows
 
     @torch.inference_mode()
-    def embed(self, archs: Sequence[str], chunk: int = 4096) -> np.ndarray:
-        """The trunk's output for each cell, ``(cells, hidden)``; the same for every device."""
+    def _trunk(self, archs: list[str], chunk: int) -> np.ndarray:
         with torch_threads(self.config.threads):
             parts = []
             for begin in range(0, len(archs), chunk):
@@ -169,11 +206,15 @@ def standardise(latency_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def data_digest(space: str, devices: Sequence[str], archs: Sequence[str], latency_ms: np.ndarray, config: PretrainConfig) -> str:
-    """What a pretrained model depends on: the sources' latencies, the settings and this code. Equal
-    digests mean an equal model, so a sweep over targets and shots pretrains once (:func:`cached`)."""
+    """What a pretrained model depends on: the sources' latencies, the settings and the code that shapes
+    it (the model, its training, the featurisation, the space). Equal digests mean an equal model, so a
+    sweep over targets and shots pretrains once (:func:`cached`); adaptation code is left out, so
+    changing it keeps the cache."""
     from leti import spaces
 
-    code = "".join(Path(module).read_text() for module in (__file__, graphs.__file__, spaces.get(space).__file__))
+    shaping = (standardise, pretrain, Trunk, MultiDeviceGCN, PretrainConfig, GraphConvolution)
+    code = "".join([inspect.getsource(item) for item in shaping] +
+                   [Path(module).read_text() for module in (graphs.__file__, spaces.get(space).__file__)])
     digest = hashlib.sha256(json.dumps([space, list(devices), list(archs), asdict(config)]).encode())
     digest.update(np.ascontiguousarray(np.nan_to_num(latency_ms, nan=-1.0), dtype=np.float64).tobytes())
     digest.update(code.encode())
@@ -217,8 +258,10 @@ def pretrain(space: str, archs: Sequence[str], latency_ms: np.ndarray, devices: 
                 optimizer.step()
                 schedule.step()
     model.eval()
-    return Pretrained(model, space, list(devices), shift.tolist(), scale.tolist(), config,
-                      data_digest(space, devices, archs, latency_ms, config), time.time() - start)
+    pretrained = Pretrained(model, space, list(devices), shift.tolist(), scale.tolist(), config,
+                            data_digest(space, devices, archs, latency_ms, config), time.time() - start)
+    pretrained.remember(archs)
+    return pretrained
 
 
 def cached(cache: Path, space: str, archs: Sequence[str], latency_ms: np.ndarray, devices: Sequence[str],
@@ -343,12 +386,87 @@ def adapt(embedding: np.ndarray, latency_ms: np.ndarray, weight: np.ndarray, bia
     return Head(head_weight.tolist(), float(head_bias), float(penalty), len(y), info)
 
 
+FINETUNE_SHOTS = 100  # from this many measured cells on, fit also fine-tunes the trunk and keeps the better
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning the trunk on one device: leti's single-device GCN recipe (batch, weight decay,
+    epochs, patience) at a tenth of its learning rate, since it starts from trained weights."""
+
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    batch_size: int = 32
+    epochs: int = 250
+    patience: int = 35
+    holdout: float = 0.1  # of the shots, held out to stop and to choose when no validation cells are given
+    seed: int = 0
+
+
+def finetune(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarray, head: Head,
+             val_archs: Sequence[str], val_latency_ms: np.ndarray, config: FinetuneConfig = FinetuneConfig()) -> tuple[Trunk, Head, float]:
+    """Train a copy of the trunk and the adapted head on one device's cells (L1 on log latency, as
+    pretraining), starting from the pretrained weights and ``head``; stop on the validation cells.
+    Returns the trunk and head of the epoch with the least validation error, and that error (mean
+    squared log error, comparable with :func:`log_error`)."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    trunk = copy.deepcopy(pretrained.model.trunk)
+    linear = nn.Linear(len(head.weight), 1).double()
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([head.weight], dtype=torch.float64))
+        linear.bias.fill_(head.bias)
+    linear = linear.float()
+    reads, x = graphs.network_dense(list(archs), pretrained.space)
+    val_reads, val_x = graphs.network_dense(list(val_archs), pretrained.space)
+    target = torch.tensor(np.log(latency_ms), dtype=torch.float32)
+    val_target = torch.tensor(np.log(val_latency_ms), dtype=torch.float32)
+    parameters = [*trunk.parameters(), *linear.parameters()]
+    best = (math.inf, None, None)
+    stale = 0
+    with torch_threads(pretrained.config.threads):
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        for _ in range(config.epochs):
+            trunk.train()
+            order = torch.from_numpy(rng.permutation(len(target)))
+            for begin in range(0, len(order), config.batch_size):
+                batch = order[begin : begin + config.batch_size]
+                loss = (linear(trunk(reads[batch], x[batch]))[:, 0] - target[batch]).abs().mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            trunk.eval()
+            with torch.inference_mode():
+                error = float(((linear(trunk(val_reads, val_x))[:, 0] - val_target) ** 2).mean())
+            if error < best[0]:
+                best, stale = (error, copy.deepcopy(trunk.state_dict()), copy.deepcopy(linear.state_dict())), 0
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    break
+    trunk.load_state_dict(best[1])
+    linear.load_state_dict(best[2])
+    trunk.eval()
+    weight = linear.weight.detach().double().numpy()[0]
+    tuned = Head(weight.tolist(), float(linear.bias.detach()), head.penalty, len(target),
+                 {**head.info, "finetuned": True, "val_mse": best[0]})
+    return trunk, tuned, best[0]
+
+
+def log_error(embedding: np.ndarray, head: Head, latency_ms: np.ndarray) -> float:
+    """Mean squared error of ``head``'s log latency on cells with this trunk ``embedding``."""
+    return float(np.mean((embedding @ np.asarray(head.weight) + head.bias - np.log(latency_ms)) ** 2))
+
+
 class TransferPredictor(Predictor):
     """The ``transfer`` family: a pretrained multi-device GCN adapted to one device from its measured cells.
 
     ``pretrained`` is the folder of a :class:`Pretrained` model (the ``pretrain`` stage's
     ``models/transfer/<space>``, or a cached one). ``fit`` uses only the cells it is given: k shots give
-    a k-shot predictor; the validation cells are not needed (the penalty comes from leave-one-out)."""
+    a k-shot predictor; the validation cells are not needed (the penalty comes from leave-one-out).
+    From ``FINETUNE_SHOTS`` cells on, ``fit`` also fine-tunes the trunk (:func:`finetune`) and keeps
+    it when it beats the closed-form head on the validation cells (or, without them, on a tenth of
+    the shots held out)."""
 
     family = "transfer"
 
@@ -370,8 +488,37 @@ class TransferPredictor(Predictor):
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> TransferPredictor:
         model = self._model()
         weight, bias = model.heads()
-        self.head = adapt(model.embed(list(archs)), np.asarray(latency_ms, dtype=np.float64), weight, bias)
+        archs, latency_ms = list(archs), np.asarray(latency_ms, dtype=np.float64)
+        self.head = adapt(model.embed(archs), latency_ms, weight, bias)
+        if len(archs) >= FINETUNE_SHOTS:
+            self._finetune(archs, latency_ms, list(val_archs), val_latency_ms)
         return self
+
+    def _finetune(self, archs: list[str], latency_ms: np.ndarray, val_archs: list[str], val_latency_ms: Any) -> None:
+        """Fine-tune the trunk; keep it only where it beats the closed-form head on held-out cells."""
+        model = self._model()
+        weight, bias = model.heads()
+        config = FinetuneConfig()
+        if val_archs:
+            train, train_ms, val, val_ms = archs, latency_ms, val_archs, np.asarray(val_latency_ms, dtype=np.float64)
+            closed = self.head
+        else:
+            held = np.random.default_rng(config.seed).permutation(len(archs))[: max(2, int(config.holdout * len(archs)))]
+            keep = np.setdiff1d(np.arange(len(archs)), held)
+            train, train_ms = [archs[i] for i in keep], latency_ms[keep]
+            val, val_ms = [archs[i] for i in held], latency_ms[held]
+            closed = adapt(model.embed(train), train_ms, weight, bias)
+        trunk, head, error = finetune(model, train, train_ms, closed, val, val_ms, config)
+        closed_error = log_error(model.embed(val), closed, val_ms)
+        self.head.info.update(finetune_val_mse=error, closed_form_val_mse=closed_error)
+        if error < closed_error:
+            tuned = copy.deepcopy(model)
+            tuned.model.trunk = trunk
+            tuned.finetuned_on = len(train)
+            if model.known:
+                tuned.remember(list(model.known))
+            head.info.update(finetune_val_mse=error, closed_form_val_mse=closed_error)
+            self.pretrained, self.head = tuned, head
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         if self.head is None:
