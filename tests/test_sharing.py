@@ -51,7 +51,7 @@ def test_a_fresh_clone_has_the_whole_layout_and_the_committed_results(clone: Pat
 
 
 def test_dvc_pull_brings_back_every_output_and_status_is_clean(published: Path, clone: Path, e2e_home: Path) -> None:
-    run(["dvc", "pull"], clone, e2e_home)
+    run(["dvc", "pull", *repro_targets()], clone, e2e_home)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     outputs = declared_outputs(yaml.safe_load((clone / "dvc.yaml").read_text()), params)
     assert "models/nb201/torch-cpu" in outputs and "data/latency/torch-cpu" in outputs and "metrics/nb101.json" in outputs
