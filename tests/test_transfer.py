@@ -180,20 +180,26 @@ def test_fit_fine_tunes_the_trunk_from_enough_cells_and_keeps_the_better_on_held
     latency = np.array([DEVICES["target"](arch) for arch in CELLS])
     few = transfer.TransferPredictor(str(pretrained)).fit(CELLS[:transfer.FINETUNE_SHOTS - 1], latency[:transfer.FINETUNE_SHOTS - 1])
     assert "finetune_val_mse" not in few.head.info and few.pretrained.finetuned_on == 0
-    fit, val = slice(0, 150), slice(150, 200)
+    fit, val = slice(0, transfer.FINETUNE_SHOTS), slice(transfer.FINETUNE_SHOTS, transfer.FINETUNE_SHOTS + 50)
     model = transfer.TransferPredictor(str(pretrained)).fit(CELLS[fit], latency[fit], CELLS[val], latency[val])
     tuned, closed = model.head.info["finetune_val_mse"], model.head.info["closed_form_val_mse"]
     assert bool(model.head.info.get("finetuned")) == (tuned < closed)
-    assert (model.pretrained.finetuned_on == 150) == (tuned < closed)
+    assert (model.pretrained.finetuned_on == transfer.FINETUNE_SHOTS) == (tuned < closed)
     # Where the held-out cells favour the fine-tuned trunk, it is what predicts, saves and loads.
     monkeypatch.setattr(transfer, "log_error", lambda *args: float("inf"))
     model = transfer.TransferPredictor(str(pretrained)).fit(CELLS[fit], latency[fit], CELLS[val], latency[val])
-    assert model.head.info["finetuned"] and model.pretrained.finetuned_on == 150
+    assert model.head.info["finetuned"] and model.pretrained.finetuned_on == transfer.FINETUNE_SHOTS
     closed_form = transfer.TransferPredictor(str(pretrained)).fit(CELLS[:99], latency[:99])
-    rest = CELLS[200:]
+    rest = CELLS[transfer.FINETUNE_SHOTS + 50:]
     assert not np.allclose(model.predict(rest), closed_form.predict(rest))
     model.save_state(tmp_path)
     loaded = transfer.TransferPredictor(str(pretrained))
     loaded.load_state(tmp_path)
     np.testing.assert_allclose(loaded.predict(rest), model.predict(rest), rtol=1e-5)
-    assert loaded.pretrained.finetuned_on == 150
+    assert loaded.pretrained.finetuned_on == transfer.FINETUNE_SHOTS
+
+
+def test_the_protocol_fine_tunes_as_adapt_would_from_as_many_shots(pretrained: Path) -> None:
+    latency = np.array([DEVICES["target"](arch) for arch in CELLS])
+    result = transfer.evaluate(transfer.Pretrained.load(pretrained), CELLS, latency, transfer.FINETUNE_SHOTS, seed=0, design="random")
+    assert result["n_test"] == len(CELLS) - transfer.FINETUNE_SHOTS and result["spearman"] > 0.5
