@@ -217,11 +217,14 @@ def report_markdown(rows: list[dict[str, Any]], found: dict[str, Any], wall_seco
     return "\n".join(lines)
 
 
-def save_experiment(root: Path, name: str | None, git_outs: list[str], env: dict[str, str], logger: Any) -> str:
+def save_experiment(root: Path, name: str | None, git_outs: list[str], env: dict[str, str], logger: Any,
+                    stages: list[str] | None = None) -> str:
     """Record the workspace as a DVC experiment, with the outputs git carries even when they are not
-    committed yet (a first run); returns the experiment's name as ``dvc exp show`` lists it."""
+    committed yet (a first run); ``stages``: only these stages' outputs are cached (a run of some
+    targets: the other stages' outputs may not exist). Returns the experiment's name as ``dvc exp
+    show`` lists it."""
     include = [arg for path in git_outs if (root / path).exists() for arg in ("--include-untracked", path)]
-    args = ["exp", "save", "--force", *include, *(["--name", name] if name else [])]
+    args = ["exp", "save", "--force", *include, *(["--name", name] if name else []), *(stages or [])]
     status, lines = run_logged(dvc(*args), root, env, logger)
     if status:
         raise StageFailed(f"dvc exp save failed: {failure(lines)}")
@@ -281,7 +284,8 @@ def pipeline(
     name = None
     if not failed and (overrides or experiment):
         git_outs = [path for step in steps for path in step.git_outs]
-        name = save_experiment(root, experiment, git_outs, stage_environment(api_url), logger)
+        name = save_experiment(root, experiment, git_outs, stage_environment(api_url), logger,
+                               [step.stage for step in steps] if targets else None)
     if not failed and push:
         status, _ = run_logged(dvc("push", *(step.stage for step in steps)), root, stage_environment(api_url), logger)
         if status:
