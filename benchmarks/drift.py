@@ -130,20 +130,27 @@ def run_phone(args: argparse.Namespace) -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     archs = nb201.sample_valid(args.cells, seed=31)
-    shape = {"input_size": 16, "channels": 16, "cells_per_stage": 1, "num_classes": 10}
+    shape = {"input_size": 32, "channels": 16, "cells_per_stage": 2, "num_classes": 10}  # runs of about a millisecond
     runs = []
     with tempfile.TemporaryDirectory(prefix="leti-drift-phone-") as scratch:
         root, adb = install(Path(scratch))
         os.environ.update(FAKE_ADB_ROOT=str(root), FAKE_ADB_SERIAL=SERIAL)
         device = DeviceConfig.from_params("phone", {"backend": "android-adb", "options": {"serial": SERIAL, "adb": str(adb)}},
-                                          {"runs": 100, "warmup_runs": 5, **shape})
+                                          {"runs": 50, "warmup_runs": 5, **shape})
         policy = SentinelPolicy.from_params(params.section("measure").get("sentinel"))
         calm_store = Path(scratch) / "calm"
         campaign.run_campaign(archs, device, calm_store, part_size=2, progress=False, policy=policy, order_seed=None)
         calm = cells_of(calm_store, device, "none")
+        # The stand-in's own noise floor: a second undisturbed campaign against the first.
+        again_store = Path(scratch) / "calm-again"
+        campaign.run_campaign(archs, device, again_store, part_size=2, progress=False, policy=policy, order_seed=None)
+        again = cells_of(again_store, device, "detect+correct").join(calm, on="arch", suffix="_calm")
+        floor = 100 * float((again["ms"] / again["ms_calm"] - 1).abs().median())
+        print(f"noise floor (undisturbed against undisturbed): {floor:.2f} %", flush=True)
         benchmarks = 1 + len(archs) + len(archs) // 2  # sentinels and cells of one undisturbed campaign
+        first, last = 4, benchmarks - 2  # from the first chunk's cells (after the reference sentinel) to the last chunk's
         for repeat in range(args.repeats):
-            after = 2 + repeat * max(1, (benchmarks - 4) // max(1, args.repeats - 1))  # slow down at a different call each time
+            after = first + repeat * max(1, (last - first) // max(1, args.repeats - 1))  # slow down at a different call each time
             (root / ".slowdown").write_text(json.dumps({"after": after, "runs": 10_000, "factor": 1.2}))
             (root / ".benchmarks").unlink(missing_ok=True)
             store = Path(scratch) / f"slow{repeat}"
@@ -155,7 +162,7 @@ def run_phone(args: argparse.Namespace) -> None:
                          "raw_median_error_pct": 100 * float((raw["ms"] / raw["ms_calm"] - 1).abs().median()),
                          "cells": corrected.height, "quality": result.quality().line()})
             print(json.dumps(runs[-1]), flush=True)
-    (out / "phone.json").write_text(json.dumps({"cells": args.cells, "runs": runs}, indent=2))
+    (out / "phone.json").write_text(json.dumps({"cells": args.cells, "noise_floor_pct": floor, "runs": runs}, indent=2))
 
 
 def run_concurrent(args: argparse.Namespace) -> None:
@@ -191,9 +198,11 @@ def fmt(values: list[float], digits: int = 1) -> str:
 def run_report(args: argparse.Namespace) -> None:
     out = Path(args.output)
     lines = ["# Measurements on a drifting device: the sentinel's figures", "", "Produced by `benchmarks/drift.py`."]
-    if (out / "passes.json").exists():
-        record = json.loads((out / "passes.json").read_text())
-        lines += ["", "## Three fresh passes of the pipeline's NB201 sample on torch-cpu", "",
+    for name, clock in (("passes.json", "wall clock"), ("passes-thread.json", "thread CPU-time clock")):
+        if not (out / name).exists():
+            continue
+        record = json.loads((out / name).read_text())
+        lines += ["", f"## Fresh passes of the pipeline's NB201 sample on torch-cpu, {clock}", "",
                   "| pass | wall s | load average (1/5/15 min) at the end | sentinel share of wall % | re-measured share % | quality |",
                   "|---|---|---|---|---|---|"]
         for index, item in sorted(record["passes"].items()):
@@ -212,7 +221,8 @@ def run_report(args: argparse.Namespace) -> None:
         lines += [f"| {r['slowdown_after_call'] + 1} | {'yes' if r['detected'] else 'NO'} | {r['raw_median_error_pct']:.2f} | "
                   f"{r['corrected_median_error_pct']:.2f} |" for r in runs]
         lines += ["", f"Detected {sum(r['detected'] for r in runs)} of {len(runs)}; corrected error median over runs "
-                      f"{statistics.median(r['corrected_median_error_pct'] for r in runs):.2f} %."]
+                      f"{statistics.median(r['corrected_median_error_pct'] for r in runs):.2f} %; the stand-in's noise floor "
+                      f"(a second undisturbed campaign against the first, median over cells) {record.get('noise_floor_pct', float('nan')):.2f} %."]
     if (out / "concurrent.json").exists():
         record = json.loads((out / "concurrent.json").read_text())
         lines += ["", "## Two campaigns at once on the same 30 cells", "",
