@@ -109,7 +109,7 @@ def test_the_run_is_a_dvc_experiment_that_exp_apply_restores(deployed_run: dict,
     assert rows["seed-1"]["train.nb201.seed"] == "1" and rows["seed-1"]["measure.part_size"] == "4"
     metrics = (project / "metrics/nb201.json").read_text()
     run(["git", "checkout", "--", "."], project, e2e_home)
-    run(["dvc", "checkout", "--force"], project, e2e_home)
+    run(["dvc", "checkout", "--force", *repro_targets()], project, e2e_home)
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["nb201"]["seed"] == 0
     run(["dvc", "exp", "apply", "seed-1"], project, e2e_home)
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["nb201"]["seed"] == 1
