@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from pipeline_helpers import HANG_SECONDS, ROOT, commit_all, environment, free_port, repro_targets, run, serving, stages_run
+from pipeline_helpers import (HANG_SECONDS, HAS_PUBLISHED, ROOT, commit_all, environment, free_port, repro_targets, run, serving,
+                              stages_run)
 
 from leti import params
 
@@ -103,13 +104,15 @@ def test_stage_processes_report_to_the_flows_server(deployed_run: dict, project:
     assert "Starting temporary server" not in deployed_run["log"]
 
 
+@pytest.mark.skipif(not HAS_PUBLISHED, reason="dvc exp apply checks out every stage's outputs; without the published "
+                                              "HELP and LatBench data the ingest stages have none")
 def test_the_run_is_a_dvc_experiment_that_exp_apply_restores(deployed_run: dict, project: Path, e2e_home: Path) -> None:
     shown = run(["dvc", "exp", "show", "--csv", "--no-pager"], project, e2e_home).stdout
     rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
     assert rows["seed-1"]["train.nb201.seed"] == "1" and rows["seed-1"]["measure.part_size"] == "4"
     metrics = (project / "metrics/nb201.json").read_text()
     run(["git", "checkout", "--", "."], project, e2e_home)
-    run(["dvc", "checkout", "--force", *repro_targets()], project, e2e_home)
+    run(["dvc", "checkout", "--force"], project, e2e_home)
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["nb201"]["seed"] == 0
     run(["dvc", "exp", "apply", "seed-1"], project, e2e_home)
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["nb201"]["seed"] == 1
@@ -122,7 +125,7 @@ def test_the_run_is_a_dvc_experiment_that_exp_apply_restores(deployed_run: dict,
     assert scatter["revisions"] == ["HEAD~1", "HEAD"]
     points = scatter["content"]["data"]["values"]
     assert sorted({point["rev"] for point in points}) == ["HEAD", "HEAD~1"] and len(points) == 2 * 4 * 3  # 4 predictors x 3 test cells
-    assert "Data and pipelines are up to date." in run(["dvc", "status", *repro_targets()], project, e2e_home).stdout
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project, e2e_home).stdout
 
 
 def test_on_an_up_to_date_repo_the_flow_runs_no_stage(deployed_run: dict, project: Path, prefect_api: str,
