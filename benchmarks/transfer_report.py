@@ -8,8 +8,8 @@
 target, k in --shots and seed in --seeds: adapt from k designed shots and score every other valid
 cell (Spearman, acc@10; also NASFLAT's Spearman over every cell), and the ridge baseline on the same
 shots. Rows are appended to ``transfer.jsonl`` as they finish, so a stopped run resumes. `single`: the
-900-cell single-device GCN (leti's defaults; 900 train / 100 validation / rest test) per target, and
-transfer from the same 900 cells and validation cells (the trunk fine-tuned when the validation cells
+900-cell single-device GCN (leti's defaults; 900 train / 100 validation / rest test) per target of
+the splits named by --split (default same-kind: pretrained on every other fold), and transfer from the same 900 cells and validation cells (the trunk fine-tuned when the validation cells
 say it beats the closed-form head). `report`: ``report.md`` with mean ± std tables.
 
 Splits of the 28 shared devices (21 HELP, 7 LatBench):
@@ -156,8 +156,8 @@ def single(args: argparse.Namespace) -> None:
     done = done_keys(rows_path)
     matrix = reader.read_devices(args.stores, "nb201", reader.ReadPolicy(configuration=reader.NEWEST))
     config = transfer.PretrainConfig()
-    targets = {t: (name, s) for name, folds in splits(matrix.devices).items() if name in ("same-kind", "cross-kind")
-               for s, ts in folds for t in ts}
+    split_folds = splits(matrix.devices)
+    targets = {t: (name, s) for name in args.split or ["same-kind"] for s, ts in split_folds[name] for t in ts}
     for target, (name, sources) in sorted(targets.items()):
         if args.target and target not in args.target:
             continue
@@ -165,7 +165,7 @@ def single(args: argparse.Namespace) -> None:
         keep = np.isfinite(y)
         archs, latency = [a for a, k in zip(matrix.archs, keep) if k], y[keep]
         for seed in args.seeds:
-            key = (target, seed)
+            key = (target, seed, name)
             if key in done:
                 continue
             parts = evaluation.split(len(archs), 900, 100, seed)
@@ -272,8 +272,8 @@ def report(args: argparse.Namespace) -> None:
         for target in targets:
             k10 = [r["spearman"] for r in mine if r["target"] == target and r["k"] == 10]
             k50 = [r["acc_10pct"] for r in mine if r["target"] == target and r["k"] == 50]
-            gcn = [r["gcn_acc_10pct"] for r in single_rows if r["target"] == target]
-            t900 = [r["transfer900_acc_10pct"] for r in single_rows if r["target"] == target]
+            gcn = [r["gcn_acc_10pct"] for r in single_rows if r["target"] == target]  # the same split whichever the sources
+            t900 = [r["transfer900_acc_10pct"] for r in single_rows if r["target"] == target and r["split"] == split]
             lines.append(f"| {target} | {mean_std(k10)} | {mean_std(k50, 1)} | {mean_std(gcn, 1)} | {mean_std(t900, 1)} |")
         lines.append("")
     lines += ["![Spearman and acc@10 against k, per split](transfer_k.png)", ""]
