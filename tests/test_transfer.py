@@ -203,3 +203,18 @@ def test_the_protocol_fine_tunes_as_adapt_would_from_as_many_shots(pretrained: P
     latency = np.array([DEVICES["target"](arch) for arch in CELLS])
     result = transfer.evaluate(transfer.Pretrained.load(pretrained), CELLS, latency, transfer.FINETUNE_SHOTS, seed=0, design="random")
     assert result["n_test"] == len(CELLS) - transfer.FINETUNE_SHOTS and result["spearman"] > 0.5
+
+
+def test_adapt_from_many_cells_scores_the_cells_it_held_out(store: Path, pretrained: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Every one of the device's 400 cells: the fit may fine-tune the trunk, so its validation score is
+    on a tenth of them held out of the fit, not leave-one-out."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(transfer, "leave_one_out", lambda *args: pytest.fail("leave-one-out on 400 shots"))
+    assert main(["adapt", "--device", "target", "--latency", str(store), "--pretrained", str(pretrained)]) == 0
+    outcome = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert outcome["shots"] == len(CELLS) and len(transfer.held_out(len(CELLS))) == 40
+    metrics = mlflow.get_run(outcome["run"]).data.metrics
+    assert metrics["n_train"] == len(CELLS) and metrics["val_acc_10pct"] >= 70

@@ -17,7 +17,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "registered (models:/leti-pretrained-SPACE@champion) unless --pretrained names another. The adapted model is "
         "logged as a run of the experiment leti-SPACE-NEW, with its leave-one-out score on the shots as val_* metrics and "
         "tags naming the pretrained model and the shots, and becomes models:/leti-SPACE-NEW@champion when it beats the "
-        "champion by the validation rule; then `leti predict --device NEW` answers.",
+        "champion by the validation rule; then `leti predict --device NEW` answers. From 200 cells on, the trunk is also "
+        "fine-tuned (kept only where a tenth of the cells, held out, favour it), and those held-out cells give the "
+        "validation score.",
     )
     parser.add_argument("--device", required=True, metavar="NEW")
     parser.add_argument("--latency", type=Path, required=True, metavar="PATH", help="latency store holding NEW's measured cells")

@@ -455,6 +455,12 @@ def finetune(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarra
     return trunk, tuned, best[0]
 
 
+def held_out(cells: int, config: FinetuneConfig = FinetuneConfig()) -> np.ndarray:
+    """Indices of the ``config.holdout`` share of ``cells`` measured cells (seeded, at least 2) held out
+    to stop fine-tuning and to choose between it and the closed form when no validation cells are given."""
+    return np.sort(np.random.default_rng(config.seed).permutation(cells)[: max(2, int(config.holdout * cells))])
+
+
 def log_error(embedding: np.ndarray, head: Head, latency_ms: np.ndarray) -> float:
     """Mean squared error of ``head``'s log latency on cells with this trunk ``embedding``."""
     return float(np.mean((embedding @ np.asarray(head.weight) + head.bias - np.log(latency_ms)) ** 2))
@@ -505,7 +511,7 @@ class TransferPredictor(Predictor):
             train, train_ms, val, val_ms = archs, latency_ms, val_archs, np.asarray(val_latency_ms, dtype=np.float64)
             closed = self.head
         else:
-            held = np.random.default_rng(config.seed).permutation(len(archs))[: max(2, int(config.holdout * len(archs)))]
+            held = held_out(len(archs), config)
             keep = np.setdiff1d(np.arange(len(archs)), held)
             train, train_ms = [archs[i] for i in keep], latency_ms[keep]
             val, val_ms = [archs[i] for i in held], latency_ms[held]

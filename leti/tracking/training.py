@@ -192,8 +192,9 @@ def summary(outcome: Outcome, space: str, device: str) -> dict[str, Any]:
 def adapt(cells: Cells, shots: list[str], pretrained: Path, pretrained_uri: str, store: str,
           rule: registry.Rule = registry.Rule(), experiment: str = "leti") -> dict[str, Any]:
     """``leti adapt``: the transfer family fitted to a device's ``shots``, logged as one run and offered
-    to the registry. Its validation score is leave-one-out on the shots (no other cell is needed); the
-    device's other measured cells, if any, are its test cells."""
+    to the registry. Its validation score is leave-one-out on the shots (no other cell is needed); from
+    ``transfer.FINETUNE_SHOTS`` shots, where the trunk may be fine-tuned, it is the score on a tenth of
+    the shots held out of the fit instead. The device's other measured cells, if any, are its test cells."""
     import hashlib
 
     from leti.predictors import transfer
@@ -202,13 +203,22 @@ def adapt(cells: Cells, shots: list[str], pretrained: Path, pretrained_uri: str,
     chosen = np.asarray([index[arch] for arch in shots])
     rest = np.setdiff1d(np.arange(len(cells.archs)), chosen)
     y = cells.latency_ms
-    predictor = transfer.TransferPredictor(pretrained=str(pretrained), space=cells.space).fit(shots, y[chosen])
-    model = predictor.pretrained
-    assert model is not None
-    if cells.device in model.devices:
+    predictor = transfer.TransferPredictor(pretrained=str(pretrained), space=cells.space)
+    if cells.device in predictor._model().devices:
         raise ValueError(f"device {cells.device!r} is one of the pretrained model's sources: adapting to it would score "
                          "cells it was trained on")
-    metrics = {f"val_{k}": v for k, v in regression_metrics(y[chosen], transfer.leave_one_out(model, shots, y[chosen])).items()}
+    if len(shots) < transfer.FINETUNE_SHOTS:
+        predictor.fit(shots, y[chosen])
+        validation = (y[chosen], transfer.leave_one_out(predictor.pretrained, shots, y[chosen]))
+    else:
+        held = transfer.held_out(len(shots))
+        kept = np.setdiff1d(np.arange(len(shots)), held)
+        val_shots = [shots[i] for i in held]
+        predictor.fit([shots[i] for i in kept], y[chosen[kept]], val_shots, y[chosen[held]])
+        validation = (y[chosen[held]], predictor.predict(val_shots))
+    model = predictor.pretrained
+    assert model is not None
+    metrics = {f"val_{k}": v for k, v in regression_metrics(*validation).items()}
     if len(rest) >= 2:
         archs = [cells.archs[i] for i in rest]
         metrics |= {f"test_{k}": v for k, v in regression_metrics(y[rest], predictor.predict(archs)).items()}
