@@ -134,7 +134,7 @@ def run_phone(args: argparse.Namespace) -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="leti-drift-phone-") as scratch:
         root, adb = install(Path(scratch))
-        os.environ.update(FAKE_ADB_ROOT=str(root), FAKE_ADB_SERIAL=SERIAL)
+        os.environ.update(FAKE_ADB_ROOT=str(root), FAKE_ADB_SERIAL=SERIAL, FAKE_ADB_CLOCK=args.phone_clock)
         device = DeviceConfig.from_params("phone", {"backend": "android-adb", "options": {"serial": SERIAL, "adb": str(adb)}},
                                           {"runs": 50, "warmup_runs": 5, **shape})
         policy = SentinelPolicy.from_params(params.section("measure").get("sentinel"))
@@ -162,7 +162,8 @@ def run_phone(args: argparse.Namespace) -> None:
                          "raw_median_error_pct": 100 * float((raw["ms"] / raw["ms_calm"] - 1).abs().median()),
                          "cells": corrected.height, "quality": result.quality().line()})
             print(json.dumps(runs[-1]), flush=True)
-    (out / "phone.json").write_text(json.dumps({"cells": args.cells, "noise_floor_pct": floor, "runs": runs}, indent=2))
+    (out / f"phone-{args.phone_clock}.json").write_text(json.dumps({"cells": args.cells, "clock": args.phone_clock,
+                                                                   "noise_floor_pct": floor, "runs": runs}, indent=2))
 
 
 def run_concurrent(args: argparse.Namespace) -> None:
@@ -215,10 +216,10 @@ def run_report(args: argparse.Namespace) -> None:
         for policy, score in record.get("scores", {}).items():
             acc = score["linear_acc_10pct"]
             lines.append(f"| {policy} | {fmt(acc)} | {max(acc) - min(acc):.1f} | {fmt(score['pass_to_pass_median_diff_pct'], 2)} |")
-    if (out / "phone.json").exists():
-        record = json.loads((out / "phone.json").read_text())
+    for path in sorted(out.glob("phone-*.json")):
+        record = json.loads(path.read_text())
         runs = record["runs"]
-        lines += ["", f"## The stand-in phone, a scripted 20 % slowdown ({record['cells']} cells, part size 2)", "",
+        lines += ["", f"## The stand-in phone ({record['clock']} clock), a scripted 20 % slowdown ({record['cells']} cells, part size 2)", "",
                   "| slowed from benchmark call | detected | raw median error % | corrected median error % |", "|---|---|---|---|"]
         lines += [f"| {r['slowdown_after_call'] + 1} | {'yes' if r['detected'] else 'NO'} | {r['raw_median_error_pct']:.2f} | "
                   f"{r['corrected_median_error_pct']:.2f} |" for r in runs]
@@ -246,6 +247,9 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=None, help="passes: cells of the sample (default: sample.nb201.n); phone: 8")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clock", choices=["wall", "thread"], default="wall", help="passes: the timing protocol's clock")
+    parser.add_argument("--phone-clock", choices=["scripted", "timed"], default="scripted",
+                        help="phone: the stand-in's clock, scripted (its speed is exactly what the slowdown says) or timed "
+                             "(this host's TFLite runs, with this host's noise)")
     args = parser.parse_args()
     if args.what == "phone" and args.cells is None:
         args.cells = 8
