@@ -167,6 +167,23 @@ def test_adapt_and_design_on_known_values(pretrained: Path) -> None:
         transfer.adapt(embedding[:2], np.ones(2), weight, bias)
 
 
+def test_the_head_averages_every_penalty_by_its_leave_one_out_likelihood(pretrained: Path) -> None:
+    model = transfer.Pretrained.load(pretrained)
+    weight, bias = model.heads()
+    embedding = model.embed(CELLS[:8])
+    noise = np.random.default_rng(0).normal(0.0, 0.05, 8)
+    latency = np.exp((embedding @ weight[1] + bias[1]) * model.scale[1] + model.shift[1] + noise)
+    singles = [transfer.adapt(embedding, latency, weight, bias, penalties=[penalty]) for penalty in transfer.PENALTIES]
+    averaged = transfer.adapt(embedding, latency, weight, bias)
+    errors = np.array([single.info["loo_mse"] for single in singles])
+    shares = (errors.min() / errors) ** (8 / 2)
+    shares /= shares.sum()
+    np.testing.assert_allclose(averaged.info["penalty_shares"], shares, atol=1e-6)
+    np.testing.assert_allclose(averaged.weight, sum(s * np.asarray(single.weight) for s, single in zip(shares, singles)), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(averaged.bias, sum(s * single.bias for s, single in zip(shares, singles)), rtol=1e-6)
+    assert averaged.info["loo_mse"] == pytest.approx(errors.min())
+
+
 def test_remembered_cells_are_looked_up_as_the_trunk_computes_them(pretrained: Path) -> None:
     model = transfer.Pretrained.load(pretrained)
     assert (pretrained / transfer.EMBEDDINGS).is_file() and len(model.known) == len(CELLS)

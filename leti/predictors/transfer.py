@@ -7,9 +7,10 @@
 2. **Choose the cells to measure** (:func:`design_shots`): from the pretrained trunk alone, cells that
    cover its embedding: k-means cluster centres below 10 shots, farthest points from 10 on.
 3. **Adapt** (:func:`adapt`, milliseconds): the target's log latency ≈ a + c · (the sources' mean
-   prediction) + a ridge-penalised combination of the source heads' predictions, the penalty chosen by
-   exact leave-one-out error on the shots. With few shots the prediction stays near the sources'
-   consensus and moves toward the sources the shots favour as they grow. Every term is linear in the
+   prediction) + a ridge-penalised combination of the source heads' predictions, averaged over ridge
+   penalties weighted by how well each predicts the shots left out one at a time. With few shots the
+   prediction stays near the sources' consensus and moves toward the sources the shots favour as they
+   grow. Every term is linear in the
    trunk's embedding, so the adapted device is one new linear head on the trunk.
    From ``FINETUNE_SHOTS`` shots on, the trunk itself is also fine-tuned from the pretrained weights
    (:func:`finetune`), and held-out cells decide which of the two the device keeps: a device with
@@ -362,28 +363,36 @@ def adapt(embedding: np.ndarray, latency_ms: np.ndarray, weight: np.ndarray, bia
 
     ``log t = a + c · mean_d p_d(h) + Σ_d w_d p_d(h)`` where ``p_d`` is source ``d``'s pretrained head.
     ``a`` and ``c`` are free (the target's own offset and scale of "the average device"); ``w`` is
-    ridge-penalised; the penalty is the one with the least exact leave-one-out error on the shots."""
+    ridge-penalised. With a handful of shots no single penalty is clearly right, so the head averages
+    the fits over every penalty, each weighted by the likelihood of its exact leave-one-out residuals
+    (Gaussian: ``(least error / error)^(k/2)``); on the validation devices this beat taking the best
+    penalty alone at k = 5 and matched it from k = 20. Every fit is linear in ``h``, so the average
+    is one linear head."""
     y = np.log(np.asarray(latency_ms, dtype=np.float64))
     if len(y) < 3:
         raise ValueError(f"adapting to a device needs at least 3 measured cells, got {len(y)}")
     P = embedding @ weight.T + bias  # shots x sources
     Z = np.c_[np.ones(len(y)), P.mean(1)]
     K = P @ P.T / P.shape[1]
-    best: tuple[float, float] | None = None
+    fits, errors = [], []
     for penalty in penalties:
-        _, _, hat = _kernel_ridge(K, Z, y, penalty)
+        coef, alpha, hat = _kernel_ridge(K, Z, y, penalty)
         loo = (y - hat @ y) / np.clip(1.0 - np.diag(hat), 1e-6, None)
-        error = float(np.mean(loo**2))
-        if best is None or error < best[0] - 1e-12:
-            best = (error, penalty)
-    assert best is not None
-    error, penalty = best
-    coef, alpha, _ = _kernel_ridge(K, Z, y, penalty)
-    per_source = P.T @ alpha / P.shape[1]
-    head_weight = coef[1] * weight.mean(0) + weight.T @ per_source
-    head_bias = coef[0] + coef[1] * bias.mean() + float(bias @ per_source)
-    info = {"loo_mse": error, "prior_scale": float(coef[1]), "source_weights": per_source.tolist()}
-    return Head(head_weight.tolist(), float(head_bias), float(penalty), len(y), info)
+        errors.append(max(float(np.mean(loo**2)), 1e-12))
+        per_source = P.T @ alpha / P.shape[1]
+        fits.append((coef[1] * weight.mean(0) + weight.T @ per_source,
+                     coef[0] + coef[1] * bias.mean() + float(bias @ per_source), coef[1], per_source))
+    errors_array = np.asarray(errors)
+    share = np.exp(-len(y) / 2 * np.log(errors_array / errors_array.min()))
+    share /= share.sum()
+    head_weight = sum(w * fit[0] for w, fit in zip(share, fits))
+    head_bias = float(sum(w * fit[1] for w, fit in zip(share, fits)))
+    best = int(np.argmin(errors_array))
+    info = {"loo_mse": float(errors_array[best]), "penalty_shares": share.round(6).tolist(),
+            "prior_scale": float(sum(w * fit[2] for w, fit in zip(share, fits))),
+            "source_weights": sum(w * fit[3] for w, fit in zip(share, fits)).tolist()}
+    penalty = float(np.exp(share @ np.log(np.asarray(penalties, dtype=np.float64))))  # the shares' geometric mean
+    return Head(head_weight.tolist(), head_bias, penalty, len(y), info)
 
 
 FINETUNE_SHOTS = 200  # from this many measured cells on, the trunk is fine-tuned too where held-out cells favour it
@@ -450,8 +459,7 @@ def finetune(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarra
     linear.load_state_dict(best[2])
     trunk.eval()
     weight = linear.weight.detach().double().numpy()[0]
-    tuned = Head(weight.tolist(), float(linear.bias.detach()), head.penalty, len(target),
-                 {**head.info, "finetuned": True, "val_mse": best[0]})
+    tuned = Head(weight.tolist(), float(linear.bias.detach()), head.penalty, len(target), {**head.info, "finetuned": True})
     return trunk, tuned, best[0]
 
 
@@ -471,7 +479,7 @@ class TransferPredictor(Predictor):
 
     ``pretrained`` is the folder of a :class:`Pretrained` model (the ``pretrain`` stage's
     ``models/transfer/<space>``, or a cached one). ``fit`` uses only the cells it is given: k shots give
-    a k-shot predictor; the validation cells are not needed (the penalty comes from leave-one-out).
+    a k-shot predictor; the validation cells are not needed (the penalties are weighed by leave-one-out).
     From ``FINETUNE_SHOTS`` cells on, ``fit`` also fine-tunes the trunk (:func:`finetune`) and keeps
     it when it beats the closed-form head on the validation cells (or, without them, on a tenth of
     the shots held out)."""
@@ -483,7 +491,8 @@ class TransferPredictor(Predictor):
         self.pretrained: Pretrained | None = None
         self.head: Head | None = None
 
-    def _model(self) -> Pretrained:
+    def model(self) -> Pretrained:
+        """The pretrained model this predictor adapts (loaded from ``pretrained`` on first use)."""
         if self.pretrained is None:
             if not self.params["pretrained"]:
                 raise ValueError("transfer: no pretrained model (pass pretrained=FOLDER; `dvc repro pretrain` writes one)")
@@ -494,7 +503,7 @@ class TransferPredictor(Predictor):
         return self.pretrained
 
     def fit(self, archs, latency_ms, val_archs=(), val_latency_ms=None) -> TransferPredictor:
-        model = self._model()
+        model = self.model()
         weight, bias = model.heads()
         archs, latency_ms = list(archs), np.asarray(latency_ms, dtype=np.float64)
         self.head = adapt(model.embed(archs), latency_ms, weight, bias)
@@ -504,7 +513,7 @@ class TransferPredictor(Predictor):
 
     def _finetune(self, archs: list[str], latency_ms: np.ndarray, val_archs: list[str], val_latency_ms: Any) -> None:
         """Fine-tune the trunk; keep it only where it beats the closed-form head on held-out cells."""
-        model = self._model()
+        model = self.model()
         weight, bias = model.heads()
         config = FinetuneConfig()
         if val_archs:
@@ -518,20 +527,19 @@ class TransferPredictor(Predictor):
             closed = adapt(model.embed(train), train_ms, weight, bias)
         trunk, head, error = finetune(model, train, train_ms, closed, val, val_ms, config)
         closed_error = log_error(model.embed(val), closed, val_ms)
-        self.head.info.update(finetune_val_mse=error, closed_form_val_mse=closed_error)
         if error < closed_error:
             tuned = copy.deepcopy(model)
             tuned.model.trunk = trunk
             tuned.finetuned_on = len(train)
             if model.known:
                 tuned.remember(list(model.known))
-            head.info.update(finetune_val_mse=error, closed_form_val_mse=closed_error)
             self.pretrained, self.head = tuned, head
+        self.head.info.update(finetune_val_mse=error, closed_form_val_mse=closed_error)
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         if self.head is None:
             raise RuntimeError("transfer predictor is not fitted")
-        return np.exp(self._model().embed(list(archs)) @ np.asarray(self.head.weight) + self.head.bias)
+        return np.exp(self.model().embed(list(archs)) @ np.asarray(self.head.weight) + self.head.bias)
 
     def feature_schema(self) -> dict[str, Any]:
         return {"input": "arch", "features": "the network graph of each cell (leti.features.graph.network_dense)",
@@ -541,7 +549,7 @@ class TransferPredictor(Predictor):
         """The trunk travels with the head: the saved folder predicts on its own."""
         if self.head is None:
             raise RuntimeError("transfer predictor is not fitted")
-        self._model().save(folder / "pretrained")
+        self.model().save(folder / "pretrained")
         (folder / HEAD).write_text(json.dumps(asdict(self.head)))
 
     def load_state(self, folder: Path) -> None:

@@ -204,7 +204,7 @@ def adapt(cells: Cells, shots: list[str], pretrained: Path, pretrained_uri: str,
     rest = np.setdiff1d(np.arange(len(cells.archs)), chosen)
     y = cells.latency_ms
     predictor = transfer.TransferPredictor(pretrained=str(pretrained), space=cells.space)
-    if cells.device in predictor._model().devices:
+    if cells.device in predictor.model().devices:
         raise ValueError(f"device {cells.device!r} is one of the pretrained model's sources: adapting to it would score "
                          "cells it was trained on")
     if len(shots) < transfer.FINETUNE_SHOTS:

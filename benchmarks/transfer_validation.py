@@ -1,0 +1,114 @@
+"""Adaptation variants compared on validation devices only (never on a reported target).
+
+    python benchmarks/transfer_validation.py [--shots 5 10 20] [--seeds 0 1 2 3 4]
+
+Two validation groups, each adapted from the pretrained model of a split whose sources exclude it and
+whose targets it is not (``transfer_report.py``'s splits; the pretrained models come from its cache):
+- HELP's meta-validation devices (titanx_1/32/256, gold_6240), from HELP's nine meta-training devices
+  (split ``help``);
+- HELP's three Xeons, from the desktop GPUs (split ``cross-kind``).
+Each variant adapts from the same designed shots and is scored by Spearman over every other valid cell.
+The default in ``leti/predictors/transfer.py`` (``adapt``) was chosen from this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+from scipy.stats import spearmanr
+from transfer_report import splits
+
+from leti.predictors import transfer
+from leti.store import reader
+
+VALIDATION = {"help": ["titanx_1", "titanx_32", "titanx_256", "gold_6240"], "cross-kind": ["gold_6240", "silver_4114", "silver_4210r"]}
+
+
+def kernel_ridge(P_all: np.ndarray, chosen: np.ndarray, y: np.ndarray, free: np.ndarray, extra: np.ndarray | None = None,
+                 average: bool = False) -> np.ndarray:
+    """Log latency of every cell: free columns ``free`` plus a ridge combination of ``P_all``'s columns
+    (and of ``extra``'s, whose kernel is added), the penalty the least leave-one-out error, or every
+    penalty weighted by its leave-one-out likelihood (``average``)."""
+    P = P_all[chosen]
+    K = P @ P.T / P.shape[1] + (0 if extra is None else extra[chosen] @ extra[chosen].T)
+    K_all = P_all @ P.T / P.shape[1] + (0 if extra is None else extra @ extra[chosen].T)
+    errors, predictions = [], []
+    for penalty in transfer.PENALTIES:
+        coef, alpha, hat = transfer._kernel_ridge(K, free[chosen], y, penalty)
+        loo = (y - hat @ y) / np.clip(1 - np.diag(hat), 1e-6, None)
+        errors.append(max(float(np.mean(loo**2)), 1e-12))
+        predictions.append(free @ coef + K_all @ alpha)
+    errors_array = np.asarray(errors)
+    if not average:
+        return predictions[int(np.argmin(errors_array))]
+    share = np.exp(-len(y) / 2 * np.log(errors_array / errors_array.min()))
+    return np.tensordot(share / share.sum(), np.asarray(predictions), 1)
+
+
+def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    """Each variant: (shots, their log latency) -> log latency of every cell. ``P``: the source heads'
+    standardised predictions, ``M``: the sources' measured standardised latencies, ``H``: the trunk's
+    embedding (cells x ...)."""
+    def free(A: np.ndarray) -> np.ndarray:
+        return np.c_[np.ones(len(A)), A.mean(1)]
+
+    centred = P - P.mean(1, keepdims=True)
+    _, _, vt = np.linalg.svd(P - P.mean(0), full_matrices=False)
+    component = (P - P.mean(0)) @ vt[:1].T
+    both = np.c_[P, M]
+    h = H - H.mean(0)
+    h *= np.sqrt(0.1 * float((P**2).sum(1).mean() / P.shape[1]) / float((h**2).sum(1).mean()))  # a tenth of the heads' kernel
+    return {
+        "one penalty (before)": lambda c, y: kernel_ridge(P, c, y, free(P)),
+        "penalties averaged (now)": lambda c, y: kernel_ridge(P, c, y, free(P), average=True),
+        "centred": lambda c, y: kernel_ridge(centred, c, y, free(P)),
+        "+ first principal component free": lambda c, y: kernel_ridge(P, c, y, np.c_[free(P), component]),
+        "measured instead of heads": lambda c, y: kernel_ridge(M, c, y, free(M)),
+        "measured and heads": lambda c, y: kernel_ridge(both, c, y, free(both)),
+        "+ kernel on the embedding": lambda c, y: kernel_ridge(P, c, y, free(P), h),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", nargs="+", default=["data/help", "data/latbench"])
+    parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    args = parser.parse_args()
+    matrix = reader.read_devices(args.stores, "nb201", reader.ReadPolicy(configuration=reader.NEWEST))
+    scores: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    for split, targets in VALIDATION.items():
+        sources, split_targets = splits(matrix.devices)[split][0]
+        assert not set(targets) & (set(sources) | set(split_targets)), "validation devices must be outside the split"
+        rows = [matrix.devices.index(d) for d in sources]
+        pretrained, _ = transfer.cached(transfer.default_cache(), "nb201", matrix.archs, matrix.latency_ms[rows], sources)
+        weight, bias = pretrained.heads()
+        measured, _, _ = transfer.standardise(matrix.latency_ms[rows])
+        for target in targets:
+            y = matrix.row(target)
+            keep = np.isfinite(y)
+            H = pretrained.embed([a for a, k in zip(matrix.archs, keep) if k])
+            P = H @ weight.T + bias
+            M = np.where(np.isfinite(measured[:, keep].T), measured[:, keep].T, P)
+            candidates = variants(P, M, H)
+            for k in args.shots:
+                for seed in args.seeds:
+                    chosen = transfer.design_shots(H, k, seed)
+                    rest = np.setdiff1d(np.arange(len(H)), chosen)
+                    for name, predict in candidates.items():
+                        estimate = predict(chosen, np.log(y[keep][chosen]))
+                        scores[(name, split, k)].append(spearmanr(estimate[rest], y[keep][rest]).statistic)
+            print(f"{split}: {target} done", flush=True)
+    names = list(dict.fromkeys(name for name, _, _ in scores))
+    print("\n| adaptation | " + " | ".join(f"{split} k={'/'.join(map(str, args.shots))}" for split in VALIDATION) + " |")
+    print("|---|" + "---|" * len(VALIDATION))
+    for name in names:
+        cells = [" / ".join(f"{np.mean(scores[(name, split, k)]):.4f}" for k in args.shots) for split in VALIDATION]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
