@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from transfer_report import splits
 
+from leti import features
 from leti.predictors import transfer
 from leti.store import reader
 
@@ -48,10 +49,10 @@ def kernel_ridge(P_all: np.ndarray, chosen: np.ndarray, y: np.ndarray, free: np.
     return np.tensordot(share / share.sum(), np.asarray(predictions), 1)
 
 
-def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray, O: np.ndarray) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """Each variant: (shots, their log latency) -> log latency of every cell. ``P``: the source heads'
     standardised predictions, ``M``: the sources' measured standardised latencies, ``H``: the trunk's
-    embedding (cells x ...)."""
+    embedding, ``O``: the cells' one-hot op encoding (cells x ...)."""
     def free(A: np.ndarray) -> np.ndarray:
         return np.c_[np.ones(len(A)), A.mean(1)]
 
@@ -61,6 +62,8 @@ def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray) -> dict[str, Callable[
     both = np.c_[P, M]
     h = H - H.mean(0)
     h *= np.sqrt(0.1 * float((P**2).sum(1).mean() / P.shape[1]) / float((h**2).sum(1).mean()))  # a tenth of the heads' kernel
+    ops = O - O.mean(0)
+    ops *= np.sqrt(0.03 * float((P**2).sum(1).mean() / P.shape[1]) / float((ops**2).sum(1).mean()))  # 3 % of it (0.1, 0.3: worse)
     return {
         "one penalty (before)": lambda c, y: kernel_ridge(P, c, y, free(P)),
         "penalties averaged (now)": lambda c, y: kernel_ridge(P, c, y, free(P), average=True),
@@ -69,6 +72,7 @@ def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray) -> dict[str, Callable[
         "measured instead of heads": lambda c, y: kernel_ridge(M, c, y, free(M)),
         "measured and heads": lambda c, y: kernel_ridge(both, c, y, free(both)),
         "+ kernel on the embedding": lambda c, y: kernel_ridge(P, c, y, free(P), h),
+        "+ kernel on the op encoding, averaged": lambda c, y: kernel_ridge(P, c, y, free(P), ops, average=True),
     }
 
 
@@ -93,7 +97,8 @@ def main() -> None:
             H = pretrained.embed([a for a, k in zip(matrix.archs, keep) if k])
             P = H @ weight.T + bias
             M = np.where(np.isfinite(measured[:, keep].T), measured[:, keep].T, P)
-            candidates = variants(P, M, H)
+            O = features.matrix([a for a, k in zip(matrix.archs, keep) if k], "onehot", "nb201").astype(float)
+            candidates = variants(P, M, H, O)
             for k in args.shots:
                 for seed in args.seeds:
                     chosen = transfer.design_shots(H, k, seed)
