@@ -34,3 +34,15 @@ def device_spaces(name: str, path: str | Path = "params.yaml") -> list[str]:
     for space in chosen:
         spaces.get(space)  # an unknown name fails here, in one line
     return chosen
+
+
+def device_cells(name: str, space: str, path: str | Path = "params.yaml") -> int | None:
+    """How many of ``space``'s sampled cells ``devices.<name>`` measures: its ``cells.<space>`` (the
+    first N in sample order, a uniform subset since the sample is drawn in random order), or None for
+    all. A device that only serves a comparison (a second runtime on the same CPU) need not pay for
+    every cell the predictors learn from."""
+    entry = (load(path).get("devices") or {}).get(name) or {}
+    cap = (entry.get("cells") or {}).get(space)
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"devices.{name}.cells.{space} in {path} must be a positive whole number of cells, got {cap!r}")
+    return cap

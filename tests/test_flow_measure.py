@@ -107,3 +107,32 @@ def test_dask_runner_reaches_a_running_cluster_through_its_scheduler_address(pre
     assert len(result["chunks"]) == 2
     assert computed_there.get("measure_chunk_task", 0) > 0  # this cluster's workers ran the chunks, not the runner's own
     assert sorted(reader.device_rows(tmp_path / "store", "torch-cpu")["arch"]) == sorted(archs)
+
+
+def test_a_device_measures_the_first_cells_its_params_cap(prefect_server, tmp_path) -> None:
+    """`devices.<name>.cells.<space>`: the first N cells of the sample, in sample order; other devices
+    and other spaces measure every cell; a cap that is no positive count is named in one line."""
+    import polars as pl
+
+    from leti import params
+    from leti.orchestration.measure import run_from_params
+
+    archs = nb201.sample_valid(4, seed=15)
+    folder = tmp_path / "architectures"
+    folder.mkdir()
+    rows = [{"space": "nb201", "arch": arch, "canonical_id": nb201.canonical_id(arch), "valid": True, "flops": 0, "params": 0}
+            for arch in archs]
+    tables.write(pl.DataFrame(rows), folder / "nb201.parquet", tables.ARCHITECTURES)
+    params_path = write_params(tmp_path / "params.yaml", {"torch-cpu": {"backend": "torch-cpu"},
+                                                          "second": {"backend": "onnxruntime-cpu", "cells": {"nb201": 2}}})
+    config = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    config["measure"].update(part_size=4, retry_errors=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
+    results = run_from_params(None, params_path, folder, str(tmp_path / "store"))
+    assert len(results) == 2  # one flow run per space and cap
+    assert sorted(reader.device_rows(tmp_path / "store", "second")["arch"]) == sorted(archs[:2])
+    assert sorted(reader.device_rows(tmp_path / "store", "torch-cpu")["arch"]) == sorted(archs)
+    config["devices"]["second"]["cells"] = {"nb201": 0}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="devices.second.cells.nb201 .* positive whole number of cells, got 0"):
+        params.device_cells("second", "nb201", params_path)

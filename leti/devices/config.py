@@ -68,7 +68,7 @@ class DeviceConfig:
             raise ValueError(f"device {name!r} in params.yaml has no 'backend'")
         protocol_keys = Protocol.__dataclass_fields__.keys()
         network_keys = {key for known in spaces.SPACES.values() for key in known.NetworkConfig.__dataclass_fields__}
-        unknown = set(merged) - set(protocol_keys) - network_keys - {"backend", "options", "spaces"}
+        unknown = set(merged) - set(protocol_keys) - network_keys - {"backend", "options", "spaces", "cells"}
         if unknown:
             raise ValueError(f"device {name!r} in params.yaml has unknown keys: {sorted(unknown)}")
         if merged["backend"] not in BACKENDS:

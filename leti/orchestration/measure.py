@@ -212,18 +212,19 @@ def run_from_params(
     op_profile_store: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the flow as ``params.yaml``'s ``measure:`` section says (runner, chunk size, retries),
-    over ``devices`` (default: every entry of ``devices:``): one flow run per space, each over the
-    devices that measure it (``params.device_spaces``). Returns each run's result."""
+    over ``devices`` (default: every entry of ``devices:``): one flow run per space (and per cap on its
+    cells), each over the devices that measure it (``params.device_spaces``, ``params.device_cells``).
+    Returns each run's result."""
     config = params.section("measure", params_path)
     names = devices or list(params.load(params_path).get("devices") or {})
-    by_space: dict[str, list[str]] = {}
+    by_space: dict[tuple[str, int | None], list[str]] = {}
     for name in names:
         for space in params.device_spaces(name, params_path):
-            by_space.setdefault(space, []).append(name)
+            by_space.setdefault((space, params.device_cells(name, space, params_path)), []).append(name)
     return [
         run_measure(
             chosen,
-            architectures(architectures_path, space),
+            architectures(architectures_path, space)[:cap],
             runner=runner or config.get("runner", "default"),
             workers=workers or config.get("dask_workers", 2),
             address=config.get("dask_address"),
@@ -234,5 +235,5 @@ def run_from_params(
             op_profile_store=op_profile_store,
             space=space,
         )
-        for space, chosen in by_space.items()
+        for (space, cap), chosen in by_space.items()
     ]
