@@ -209,7 +209,8 @@ def run_report(args: argparse.Namespace) -> None:
                   "| pass | wall s | load average (1/5/15 min) at the end | sentinel share of wall % | re-measured share % | quality |",
                   "|---|---|---|---|---|---|"]
         for index, item in sorted(record["passes"].items()):
-            lines.append(f"| {index} | {item['seconds']:.0f} | {fmt(item['loadavg'], 2)} | {100 * item['sentinel_share']:.1f} | "
+            load = fmt(item["loadavg"], 2) if item.get("loadavg") else "–"  # a pipeline pass counted in records none
+            lines.append(f"| {index} | {item['seconds']:.0f} | {load} | {100 * item['sentinel_share']:.1f} | "
                          f"{100 * item['remeasure_share']:.1f} | {item['quality']} |")
         lines += ["", "| policy | linear acc@10 per pass % | spread (max − min) | pass-to-pass median difference % (1-2 / 1-3 / 2-3) |",
                   "|---|---|---|---|"]
