@@ -5,6 +5,7 @@ started there and stopped by their PID."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,9 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 
 from leti import project
+from leti.store import tables
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -183,3 +186,63 @@ def copy_project(dest: Path) -> Path:
 def commit_all(repo: Path, home: Path, message: str) -> None:
     run(["git", "add", "-A"], repo, home)
     run(["git", "commit", "-qm", message], repo, home)
+
+
+# --- What the end-to-end tests check in a reproduced project (train@nb201 on torch-cpu, its lineage) ---
+
+EXPERIMENT = "leti-nb201-torch-cpu"
+MODEL = "leti-nb201-torch-cpu"
+GOOD = ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|",
+        "|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"]
+INPUTS = {"latency": "data/latency/torch-cpu/nb201", "op_latency": "data/op_latency/torch-cpu",
+          "architectures": "data/architectures/nb201.parquet"}
+TRAIN = [sys.executable, "stages/train.py", "--space", "nb201", "--store", "data/latency", "--op-latency", "data/op_latency",
+         "--architectures", "data/architectures/nb201.parquet"]  # train@nb201's command, less its outputs
+MODELS = Path("models") / "nb201" / "torch-cpu"  # train@nb201's --models for spaces.nb201.device
+TRAINED = "evaluate@nb201"  # the stage at the end of torch-cpu's NB201 chain
+TRAIN_STAGE = "train@nb201"
+STATISTIC = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["nb201"]["statistic"]  # what train@nb201 learns
+
+
+def measured_cells(folder: Path) -> pl.DataFrame:
+    """A campaign's cell rows as the readers see them: sentinel timings left out, a chunk measured
+    again (its sentinel moved) by its latest attempt."""
+    rows = tables.read(folder, tables.LATENCY).filter(pl.col("role").is_null())
+    return rows.sort("measured_at").unique(["arch", "config_id"], keep="last")
+
+
+def lock_hashes(root: Path, stage: str | None = None) -> dict[str, str]:
+    """Path -> md5 of every out and dep that ``dvc.lock`` under ``root`` records for the stages of its
+    dvc.yaml (a lock keeps the entries of stages dvc.yaml no longer has), or for ``stage`` alone. An
+    out's hash is the one its producing stage recorded: after a partial `dvc repro`, stages
+    downstream that did not run still record the old hash as a dep."""
+    names = set(subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=root, check=True,
+                               capture_output=True, text=True).stdout.split())
+    stages = [entry for name, entry in yaml.safe_load((root / "dvc.lock").read_text())["stages"].items()
+              if name in names and stage in (None, name)]
+    deps = {entry["path"]: entry["md5"] for entry_stage in stages for entry in entry_stage.get("deps", [])}
+    return {**deps, **{entry["path"]: entry["md5"] for entry_stage in stages for entry in entry_stage.get("outs", [])}}
+
+
+def client(repo: Path) -> Any:
+    """The MLflow client of a project's own store (runs and registry in its mlflow.db)."""
+    import mlflow
+
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def dvc_status_clean(repo: Path, home: Path, targets: list[str] | None = None) -> None:
+    """`dvc status` of ``targets`` and their upstream stages (every stage run here by default)."""
+    result = run(["dvc", "status", *(["--with-deps", *targets] if targets else repro_targets())], repo, home)
+    assert "up to date" in result.stdout, result.stdout
+
+
+def http_json(url: str, body: dict | None = None) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+

@@ -1,5 +1,6 @@
 """End to end: `dvc repro` in a temporary copy of the repository on a tiny params set (the session's
-``tiny_repo``), then what it leaves behind: lineage, MLflow runs, the registry, `leti predict`, serving."""
+``tiny_repo``), then what it leaves behind: lineage, MLflow runs, the registry, `leti predict`, the Python API
+(servers and a changed protocol: tests/test_pipeline_servers.py)."""
 
 import json
 import re
@@ -8,30 +9,17 @@ import sys
 import tomllib
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import polars as pl
 import pytest
 import yaml
-from pipeline_helpers import ROOT, declared_outputs, free_port, repro_targets, run, serving
+from pipeline_helpers import (EXPERIMENT, GOOD, INPUTS, MODEL, MODELS, ROOT, STATISTIC, TRAIN, TRAIN_STAGE, client, declared_outputs,
+                              dvc_status_clean, lock_hashes, measured_cells, repro_targets, run)
 
 from leti import predictors, spaces
 from leti.store import reader, tables
 
 pytestmark = pytest.mark.slow
-
-EXPERIMENT = "leti-nb201-torch-cpu"
-MODEL = "leti-nb201-torch-cpu"
-GOOD = ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|",
-        "|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"]
-INPUTS = {"latency": "data/latency/torch-cpu/nb201", "op_latency": "data/op_latency/torch-cpu",
-          "architectures": "data/architectures/nb201.parquet"}
-TRAIN = [sys.executable, "stages/train.py", "--space", "nb201", "--store", "data/latency", "--op-latency", "data/op_latency",
-         "--architectures", "data/architectures/nb201.parquet"]  # train@nb201's command, less its outputs
-MODELS = Path("models") / "nb201" / "torch-cpu"  # train@nb201's --models for spaces.nb201.device
-TRAINED = "evaluate@nb201"  # the stage at the end of torch-cpu's NB201 chain
-TRAIN_STAGE = "train@nb201"
-STATISTIC = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["nb201"]["statistic"]  # what train@nb201 learns
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +34,6 @@ def test_every_declared_out_exists(repo: Path) -> None:
     assert "metrics/nb201.json" in outputs and "data/latency/torch-cpu" in outputs and str(MODELS) in outputs
     missing = [path for path in outputs if not (repo / path).exists()]
     assert not missing
-
-
-def measured_cells(folder: Path) -> pl.DataFrame:
-    """A campaign's cell rows as the readers see them: sentinel timings left out, a chunk measured
-    again (its sentinel moved) by its latest attempt."""
-    rows = tables.read(folder, tables.LATENCY).filter(pl.col("role").is_null())
-    return rows.sort("measured_at").unique(["arch", "config_id"], keep="last")
 
 
 def test_latency_table_holds_real_measurements(repo: Path) -> None:
@@ -111,45 +92,10 @@ def test_second_repro_does_nothing(repo: Path, e2e_home: Path) -> None:
 # --- Lineage, MLflow runs, the registry, `leti predict` and serving (issue 8) -------------------
 
 
-def lock_hashes(root: Path, stage: str | None = None) -> dict[str, str]:
-    """Path -> md5 of every out and dep that ``dvc.lock`` under ``root`` records for the stages of its
-    dvc.yaml (a lock keeps the entries of stages dvc.yaml no longer has), or for ``stage`` alone. An
-    out's hash is the one its producing stage recorded: after a partial `dvc repro`, stages
-    downstream that did not run still record the old hash as a dep."""
-    import subprocess
-
-    names = set(subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=root, check=True,
-                               capture_output=True, text=True).stdout.split())
-    stages = [entry for name, entry in yaml.safe_load((root / "dvc.lock").read_text())["stages"].items()
-              if name in names and stage in (None, name)]
-    deps = {entry["path"]: entry["md5"] for entry_stage in stages for entry in entry_stage.get("deps", [])}
-    return {**deps, **{entry["path"]: entry["md5"] for entry_stage in stages for entry in entry_stage.get("outs", [])}}
-
-
-def client(repo: Path) -> mlflow.MlflowClient:
-    uri = f"sqlite:///{repo / 'mlflow.db'}"
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def train_runs(repo: Path) -> list:
     store = client(repo)
     experiment = store.get_experiment_by_name(EXPERIMENT)
     return store.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-
-
-def dvc_status_clean(repo: Path, home: Path, targets: list[str] | None = None) -> None:
-    """`dvc status` of ``targets`` and their upstream stages (every stage run here by default)."""
-    result = run(["dvc", "status", *(["--with-deps", *targets] if targets else repro_targets())], repo, home)
-    assert "up to date" in result.stdout, result.stdout
-
-
-def http_json(url: str, body: dict | None = None) -> dict:
-    import urllib.request
-
-    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
 
 
 def test_runs_tag_the_hashes_dvc_lock_records_over_a_stale_lock(repo: Path, e2e_home: Path) -> None:
@@ -289,71 +235,6 @@ def test_leti_predict_names_a_missing_champion(repo: Path, e2e_home: Path) -> No
     assert result.stdout == ""
     [line] = result.stderr.strip().splitlines()
     assert "models:/leti-nb201-pixel7-gpu@champion" in line and "make pipeline" in line
-
-
-def test_mlflow_models_serve_answers_invocations(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
-    port = free_port()
-    command = ["mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
-    with serving(command, repo, e2e_home, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log",
-                 MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}"):
-        answer = http_json(f"http://127.0.0.1:{port}/invocations",
-                           {"dataframe_split": {"columns": ["arch"], "data": [[arch] for arch in GOOD]}})
-    predicted = run([sys.executable, "-m", "leti", "predict", "--device", "torch-cpu", *GOOD], repo, e2e_home).stdout
-    expected = [json.loads(line)["predicted_ms"] for line in predicted.splitlines()]
-    assert [row["predicted_ms"] for row in answer["predictions"]] == pytest.approx(expected)
-
-
-def test_training_against_a_tracking_server(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
-    port = free_port()
-    command = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]
-    base = f"http://127.0.0.1:{port}"
-    with serving(command, repo, e2e_home, f"{base}/health", tmp_path / "server.log"):
-        run([*TRAIN, "--models", str(tmp_path / "models"),
-             "--predictions", str(tmp_path / "predictions.parquet")], repo, e2e_home, MLFLOW_TRACKING_URI=base)
-        experiment = http_json(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}")["experiment"]
-        runs = http_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
-        alias = http_json(f"{base}/api/2.0/mlflow/registered-models/alias?name={MODEL}&alias=champion")["model_version"]
-    assert len(runs) == 1 + 4  # the parent and a child per family
-    lock = lock_hashes(repo, TRAIN_STAGE)
-    for run_ in runs:
-        tags = {tag["key"]: tag["value"] for tag in run_["data"]["tags"]}
-        assert tags["data.latency.dvc_md5"] == lock[INPUTS["latency"]]
-    assert alias["run_id"] in {run_["info"]["run_id"] for run_ in runs}
-    assert (tmp_path / "artifacts").is_dir() and any((tmp_path / "artifacts").rglob("MLmodel"))
-
-
-def test_a_changed_protocol_measures_again_and_keeps_splits_apart(repo: Path, tmp_path: Path, e2e_home: Path) -> None:
-    """On a copy of the reproduced project: a new measurement configuration must not touch the shared one."""
-    repo = shutil.copytree(repo, tmp_path / "leti", symlinks=True)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["measure"]["defaults"]["runs"] = 4
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    old_champion = client(repo).get_model_version_by_alias(MODEL, "champion")
-    # Only what evaluate@nb201 needs (measure@torch-cpu, measure_ops@torch-cpu, train@nb201): the rest
-    # of the pipeline reacts to the same change the same way, and rerunning it all costs minutes.
-    run(["dvc", "repro", TRAINED], repo, e2e_home)
-
-    latency = measured_cells(repo / INPUTS["latency"])
-    assert latency["config_id"].n_unique() == 2 and latency.height == 16  # both protocols kept
-    ops = tables.read(repo / "data/op_latency/torch-cpu", tables.OP_LATENCY)
-    assert ops["config_id"].n_unique() == 2
-    new_config = latency.sort("measured_at")["config_id"][-1]
-    predictions = tables.read(repo / "data/predictions/nb201.parquet", tables.PREDICTIONS)
-    archs = set(tables.read(repo / INPUTS["architectures"], tables.ARCHITECTURES)["arch"])
-    for (family, seed), rows in predictions.group_by(["predictor", "seed"]):
-        assert rows.height == 8 and set(rows["arch"]) == archs  # one row per arch: no cell in two splits
-        measured = latency.filter(pl.col("config_id") == new_config).select("arch", STATISTIC)
-        joined = rows.join(measured, on="arch")
-        assert (joined["measured_ms"] == joined[STATISTIC]).all()  # the new protocol's rows only
-    champion = client(repo).get_model_version_by_alias(MODEL, "champion")
-    assert champion.version != old_champion.version
-    assert "predicts another target" in champion.tags["selection.reason"]
-    assert champion.tags["config_id"] == new_config
-    assert champion.tags["data.latency.dvc_md5"] == lock_hashes(repo, TRAIN_STAGE)[INPUTS["latency"]]
-    dvc_status_clean(repo, e2e_home, [TRAINED])
 
 
 def test_nothing_lands_in_the_home_directory(repo: Path, e2e_home: Path) -> None:
