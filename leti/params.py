@@ -42,7 +42,12 @@ def device_cells(name: str, space: str, path: str | Path = "params.yaml") -> int
     all. A device that only serves a comparison (a second runtime on the same CPU) need not pay for
     every cell the predictors learn from."""
     entry = (load(path).get("devices") or {}).get(name) or {}
-    cap = (entry.get("cells") or {}).get(space)
+    caps = entry.get("cells") or {}
+    if not isinstance(caps, dict):
+        raise ValueError(f"devices.{name}.cells in {path} must map a space to a number of cells (e.g. {{nb201: 300}}), got {caps!r}")
+    for known in caps:
+        spaces.get(known)  # an unknown space name fails here, in one line
+    cap = caps.get(space)
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise ValueError(f"devices.{name}.cells.{space} in {path} must be a positive whole number of cells, got {cap!r}")
     return cap

@@ -136,3 +136,7 @@ def test_a_device_measures_the_first_cells_its_params_cap(prefect_server, tmp_pa
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="devices.second.cells.nb201 .* positive whole number of cells, got 0"):
         params.device_cells("second", "nb201", params_path)
+    config["devices"]["second"]["cells"] = 300
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="devices.second.cells .* must map a space to a number of cells .* got 300"):
+        params.device_cells("second", "nb201", params_path)
