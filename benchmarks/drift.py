@@ -212,7 +212,9 @@ def run_report(args: argparse.Namespace) -> None:
             load = fmt(item["loadavg"], 2) if item.get("loadavg") else "–"  # a pipeline pass counted in records none
             lines.append(f"| {index} | {item['seconds']:.0f} | {load} | {100 * item['sentinel_share']:.1f} | "
                          f"{100 * item['remeasure_share']:.1f} | {item['quality']} |")
-        lines += ["", "| policy | linear acc@10 per pass % | spread (max − min) | pass-to-pass median difference % (1-2 / 1-3 / 2-3) |",
+        indices = sorted(record["passes"], key=int)
+        pairs = " / ".join(f"{a}-{b}" for i, a in enumerate(indices) for b in indices[i + 1:])
+        lines += ["", f"| policy | linear acc@10 per pass % | spread (max − min) | pass-to-pass median difference % ({pairs}) |",
                   "|---|---|---|---|"]
         for policy, score in record.get("scores", {}).items():
             acc = score["linear_acc_10pct"]
