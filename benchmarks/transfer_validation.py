@@ -28,25 +28,53 @@ from leti.store import reader
 VALIDATION = {"help": ["titanx_1", "titanx_32", "titanx_256", "gold_6240"], "cross-kind": ["gold_6240", "silver_4114", "silver_4210r"]}
 
 
-def kernel_ridge(P_all: np.ndarray, chosen: np.ndarray, y: np.ndarray, free: np.ndarray, extra: np.ndarray | None = None,
-                 average: bool = False) -> np.ndarray:
-    """Log latency of every cell: free columns ``free`` plus a ridge combination of ``P_all``'s columns
-    (and of ``extra``'s, whose kernel is added), the penalty the least leave-one-out error, or every
-    penalty weighted by its leave-one-out likelihood (``average``)."""
+def ridge_fits(P_all: np.ndarray, chosen: np.ndarray, y: np.ndarray, free: np.ndarray,
+               extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every penalty's fit of free columns ``free`` plus a ridge combination of ``P_all``'s columns (and
+    of ``extra``'s, whose kernel is added): the leave-one-out errors and the log latency of every cell."""
     P = P_all[chosen]
     K = P @ P.T / P.shape[1] + (0 if extra is None else extra[chosen] @ extra[chosen].T)
     K_all = P_all @ P.T / P.shape[1] + (0 if extra is None else extra @ extra[chosen].T)
     errors, predictions = [], []
     for penalty in transfer.PENALTIES:
-        coef, alpha, hat = transfer._kernel_ridge(K, free[chosen], y, penalty)
-        loo = (y - hat @ y) / np.clip(1 - np.diag(hat), 1e-6, None)
+        coef, alpha, loo = transfer._kernel_ridge(np.linalg.inv(K + penalty * np.eye(len(y))), penalty, free[chosen], y)
         errors.append(max(float(np.mean(loo**2)), 1e-12))
         predictions.append(free @ coef + K_all @ alpha)
-    errors_array = np.asarray(errors)
-    if not average:
-        return predictions[int(np.argmin(errors_array))]
-    share = np.exp(-len(y) / 2 * np.log(errors_array / errors_array.min()))
-    return np.tensordot(share / share.sum(), np.asarray(predictions), 1)
+    return np.asarray(errors), np.asarray(predictions)
+
+
+def averaged(errors: np.ndarray, predictions: np.ndarray, shots: int) -> np.ndarray:
+    """The fits weighted by their leave-one-out likelihood (Gaussian: ``(least error / error)^(k/2)``)."""
+    share = np.exp(-shots / 2 * np.log(errors / errors.min()))
+    return np.tensordot(share / share.sum(), predictions, 1)
+
+
+def kernel_ridge(P_all: np.ndarray, chosen: np.ndarray, y: np.ndarray, free: np.ndarray, extra: np.ndarray | None = None,
+                 average: bool = False) -> np.ndarray:
+    """Log latency of every cell (:func:`ridge_fits`), the penalty the least leave-one-out error, or every
+    penalty weighted by its leave-one-out likelihood (``average``)."""
+    errors, predictions = ridge_fits(P_all, chosen, y, free, extra)
+    return averaged(errors, predictions, len(y)) if average else predictions[int(np.argmin(errors))]
+
+
+def priors_averaged(P: np.ndarray, chosen: np.ndarray, y: np.ndarray, with_mean: bool = False) -> np.ndarray:
+    """As the default, but the free prior column is the sources' mean or any one source, and every
+    (prior, penalty) fit is weighted by its leave-one-out likelihood: a target like one source leans on it.
+    ``with_mean``: the mean stays a free column beside each source."""
+    one, mean = np.ones(len(P)), P.mean(1)
+    frees = [np.c_[one, mean]] + [np.c_[one, mean, column] if with_mean else np.c_[one, column] for column in P.T]
+    fits = [ridge_fits(P, chosen, y, free) for free in frees]
+    return averaged(np.concatenate([e for e, _ in fits]), np.concatenate([p for _, p in fits]), len(y))
+
+
+def whitened(P: np.ndarray, power: float) -> np.ndarray:
+    """The heads' predictions rotated to their principal components, each scaled by its singular value to
+    ``1 - power`` (1: fully whitened, every direction the sources vary in gets the same prior variance),
+    rescaled to the heads' mean square."""
+    u, s, _ = np.linalg.svd(P - P.mean(0), full_matrices=False)
+    keep = s > s[0] * 1e-6
+    W = u[:, keep] * s[keep] ** (1 - power)
+    return W * np.sqrt(float((P**2).sum(1).mean() / P.shape[1]) / float((W**2).sum(1).mean() / W.shape[1]))
 
 
 def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray, O: np.ndarray) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
@@ -64,15 +92,20 @@ def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray, O: np.ndarray) -> dict
     h *= np.sqrt(0.1 * float((P**2).sum(1).mean() / P.shape[1]) / float((h**2).sum(1).mean()))  # a tenth of the heads' kernel
     ops = O - O.mean(0)
     ops *= np.sqrt(0.03 * float((P**2).sum(1).mean() / P.shape[1]) / float((ops**2).sum(1).mean()))  # 3 % of it (0.1, 0.3: worse)
+    half, white = whitened(P, 0.5), whitened(P, 1.0)
     return {
-        "one penalty (before)": lambda c, y: kernel_ridge(P, c, y, free(P)),
-        "penalties averaged (now)": lambda c, y: kernel_ridge(P, c, y, free(P), average=True),
+        "one penalty (first default)": lambda c, y: kernel_ridge(P, c, y, free(P)),
+        "penalties averaged (before)": lambda c, y: kernel_ridge(P, c, y, free(P), average=True),
         "centred": lambda c, y: kernel_ridge(centred, c, y, free(P)),
         "+ first principal component free": lambda c, y: kernel_ridge(P, c, y, np.c_[free(P), component]),
         "measured instead of heads": lambda c, y: kernel_ridge(M, c, y, free(M)),
         "measured and heads": lambda c, y: kernel_ridge(both, c, y, free(both)),
         "+ kernel on the embedding": lambda c, y: kernel_ridge(P, c, y, free(P), h),
         "+ kernel on the op encoding, averaged": lambda c, y: kernel_ridge(P, c, y, free(P), ops, average=True),
+        "prior: mean or one source, averaged (now)": lambda c, y: priors_averaged(P, c, y),
+        "prior: mean, or mean and one source, averaged": lambda c, y: priors_averaged(P, c, y, with_mean=True),
+        "half-whitened kernel, averaged": lambda c, y: kernel_ridge(half, c, y, free(P), average=True),
+        "whitened kernel, averaged": lambda c, y: kernel_ridge(white, c, y, free(P), average=True),
     }
 
 
@@ -81,6 +114,8 @@ def main() -> None:
     parser.add_argument("--stores", nargs="+", default=["data/help", "data/latbench"])
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--design", default="auto", choices=transfer.SHOT_DESIGNS, help="how the shots are chosen")
+    parser.add_argument("--variants", nargs="+", help="run only the variants whose names contain one of these")
     args = parser.parse_args()
     matrix = reader.read_devices(args.stores, "nb201", reader.ReadPolicy(configuration=reader.NEWEST))
     scores: dict[tuple[str, str, int], list[float]] = defaultdict(list)
@@ -98,10 +133,13 @@ def main() -> None:
             P = H @ weight.T + bias
             M = np.where(np.isfinite(measured[:, keep].T), measured[:, keep].T, P)
             O = features.matrix([a for a, k in zip(matrix.archs, keep) if k], "onehot", "nb201").astype(float)
-            candidates = variants(P, M, H, O)
+            candidates = {name: f for name, f in variants(P, M, H, O).items()
+                          if not args.variants or any(part in name for part in args.variants)}
+            candidates["leti's adapt (equals the (now) row)"] = (
+                lambda c, y, H=H: H @ np.asarray((head := transfer.adapt(H[c], np.exp(y), weight, bias)).weight) + head.bias)
             for k in args.shots:
                 for seed in args.seeds:
-                    chosen = transfer.design_shots(H, k, seed)
+                    chosen = transfer.design_shots(H, k, seed, args.design)
                     rest = np.setdiff1d(np.arange(len(H)), chosen)
                     for name, predict in candidates.items():
                         estimate = predict(chosen, np.log(y[keep][chosen]))

@@ -175,13 +175,38 @@ def test_the_head_averages_every_penalty_by_its_leave_one_out_likelihood(pretrai
     latency = np.exp((embedding @ weight[1] + bias[1]) * model.scale[1] + model.shift[1] + noise)
     singles = [transfer.adapt(embedding, latency, weight, bias, penalties=[penalty]) for penalty in transfer.PENALTIES]
     averaged = transfer.adapt(embedding, latency, weight, bias)
-    errors = np.array([single.info["loo_mse"] for single in singles])
-    shares = (errors.min() / errors) ** (8 / 2)
+    evidence = np.array([single.info["log_evidence"][0] for single in singles])
+    shares = np.exp(evidence - evidence.max())
     shares /= shares.sum()
     np.testing.assert_allclose(averaged.info["penalty_shares"], shares, atol=1e-6)
     np.testing.assert_allclose(averaged.weight, sum(s * np.asarray(single.weight) for s, single in zip(shares, singles)), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(averaged.bias, sum(s * single.bias for s, single in zip(shares, singles)), rtol=1e-6)
-    assert averaged.info["loo_mse"] == pytest.approx(errors.min())
+    assert averaged.info["loo_mse"] == pytest.approx(min(single.info["loo_mse"] for single in singles))
+
+
+def test_a_target_like_one_source_leans_on_it_as_its_prior(pretrained: Path) -> None:
+    model = transfer.Pretrained.load(pretrained)
+    weight, bias = model.heads()
+    embedding = model.embed(CELLS[:12])
+    noise = np.random.default_rng(1).normal(0.0, 0.02, 12)
+    for source in range(len(model.devices)):
+        latency = np.exp(0.7 * (embedding @ weight[source] + bias[source]) + 1.5 + noise)
+        shares = transfer.adapt(embedding, latency, weight, bias).info["prior_shares"]  # the mean first, then each source
+        assert len(shares) == len(model.devices) + 1 and int(np.argmax(shares)) == 1 + source, (source, shares)
+
+
+def test_leave_one_out_residuals_match_refitting_without_each_shot(pretrained: Path) -> None:
+    model = transfer.Pretrained.load(pretrained)
+    weight, bias = model.heads()
+    P = model.embed(CELLS[:9]) @ weight.T + bias
+    K, Z = P @ P.T / P.shape[1], np.c_[np.ones(9), P.mean(1)]
+    y = np.random.default_rng(2).normal(0.0, 1.0, 9)
+    penalty = 0.3
+    _, _, loo = transfer._kernel_ridge(np.linalg.inv(K + penalty * np.eye(9)), penalty, Z, y)
+    for i in range(9):
+        keep = np.arange(9) != i
+        coef, alpha, _ = transfer._kernel_ridge(np.linalg.inv(K[np.ix_(keep, keep)] + penalty * np.eye(8)), penalty, Z[keep], y[keep])
+        assert y[i] - (Z[i] @ coef + K[i, keep] @ alpha) == pytest.approx(loo[i], rel=1e-6, abs=1e-9)
 
 
 def test_remembered_cells_are_looked_up_as_the_trunk_computes_them(pretrained: Path) -> None:
