@@ -64,13 +64,14 @@ class Drifting(Backend):
     normal = 10**9
     factor = 1.2
     runs = 0
+    blips: frozenset[int] = frozenset()  # runs that alone take twice as long (a hypervisor pause)
 
     def prepare(self, network, example, workdir):
         return sum(p.numel() for p in network.parameters()) / 1e4  # the cell's time in ms at normal speed
 
     def run(self, artifact, example, protocol: Protocol) -> Timing:
         Drifting.runs += 1
-        speed = self.factor if Drifting.runs > self.normal else 1.0
+        speed = (self.factor if Drifting.runs > self.normal else 1.0) * (2.0 if Drifting.runs in self.blips else 1.0)
         return Timing(samples_ms=[artifact * speed] * protocol.runs)
 
     def parse(self, raw: Timing) -> Timing:
@@ -80,7 +81,7 @@ class Drifting(Backend):
 @pytest.fixture
 def drifting(monkeypatch):
     monkeypatch.setitem(BACKENDS, Drifting.name, Drifting)
-    Drifting.runs, Drifting.normal = 0, 10**9
+    Drifting.runs, Drifting.normal, Drifting.blips = 0, 10**9, frozenset()
     return Drifting
 
 
@@ -101,6 +102,29 @@ def test_a_slowdown_mid_campaign_is_detected_measured_again_and_corrected(drifti
     rows = tables.read(tmp_path / "slow", tables.LATENCY).filter(pl.col("role").is_null())
     assert rows.height == 8 and rows.filter(pl.col("drifted"))["attempt"].to_list() == [1, 1]  # the drifted attempt is kept
     assert slowed.quality().line().startswith("drift +0.0 % .. +20.0 %; 1 of 3 chunks re-measured")
+
+
+def test_a_sentinel_slow_once_is_timed_again_and_not_believed(drifting, tiny_device_config, tmp_path) -> None:
+    archs = nb201.sample_valid(6, seed=2)
+    device = tiny_device_config(Drifting.name)
+    calm = campaign.run_campaign(archs, device, tmp_path / "calm", part_size=2, progress=False, order_seed=None,
+                                 policy=SentinelPolicy(threshold=0.03))
+    drifting.runs, drifting.blips = 0, frozenset({4})  # sentinel, 2 cells, then the closing sentinel alone runs slow
+    blip = campaign.run_campaign(archs, device, tmp_path / "blip", part_size=2, progress=False, order_seed=None,
+                                 policy=SentinelPolicy(threshold=0.03))
+    assert blip.quality().remeasured_chunks == 0 and drifting.runs == 11  # 6 cells, 4 sentinels, the slow one again
+    assert blip.quality().line() == calm.quality().line()  # the pause is not drift
+    expected = reader.read_cells(tmp_path / "calm", device.name, "nb201", reader.ReadPolicy("min_ms_corrected"))
+    got = reader.read_cells(tmp_path / "blip", device.name, "nb201", reader.ReadPolicy("min_ms_corrected"))
+    assert got.archs == expected.archs and got.latency_ms == pytest.approx(expected.latency_ms, rel=1e-9)
+    sentinels = reader.sentinel_rows(tmp_path / "blip", device.name, "nb201")
+    assert sentinels.height == reader.sentinel_rows(tmp_path / "calm", device.name, "nb201").height + 1  # the blip is kept
+    assert sorted(sentinels["min_ms"] / sentinels["min_ms"].min()) == pytest.approx([1.0, 1.0, 1.0, 1.0, 2.0])
+    # Without re-timing, the same pause re-measures the chunk and its rows are corrected by the paused sentinel.
+    drifting.runs = 0
+    believed = campaign.run_campaign(archs, device, tmp_path / "believed", part_size=2, progress=False, order_seed=None,
+                                     policy=SentinelPolicy(threshold=0.03, retime=False))
+    assert believed.quality().remeasured_chunks == 1 and calm.quality().remeasured_chunks == 0
 
 
 def old_part(store: Path, archs: list[str], device) -> None:

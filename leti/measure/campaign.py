@@ -252,7 +252,8 @@ def measure_next_chunk(
     The claim and the measurement happen under the folder's lock, so a concurrent campaign over the
     same cells waits and then takes the cells after these. The chunk after this one is handed to the
     preparation worker too. With the sentinel on (``policy``), the chunk is bracketed by sentinel
-    timings and measured again while the sentinel moves beyond the threshold (``leti.measure.sentinel``).
+    timings and measured again while the sentinel moves beyond the threshold (``leti.measure.sentinel``);
+    a closing sentinel beyond it is timed once more first (``policy.retime``), and the second timing decides.
     If the device fails for good mid-chunk, the rows measured so far are written before the error
     propagates, so nothing measured is lost.
     """
@@ -273,17 +274,21 @@ def measure_next_chunk(
             if finished.reference is None:
                 finished.reference = before
             measured: list[Measured] = []
-            after, drifted = None, False
+            after, drifted, unconfirmed = None, False, []
             try:
                 measure_chunk(session, chunk, artifact, on_cell if attempt == 1 else None, measured)
                 if before is not None:
-                    after = finished.last_sentinel = sentinel.time_sentinel(session, artifact(device.space.SENTINEL), chunk_id, attempt)
+                    closing = sentinel.time_sentinel(session, artifact(device.space.SENTINEL), chunk_id, attempt)
+                    if policy.retime and sentinel.moved(before["min_ms"], closing["min_ms"]) > policy.threshold:
+                        unconfirmed.append(closing)  # kept in the store, but a move is believed only when timed twice
+                        closing = sentinel.time_sentinel(session, artifact(device.space.SENTINEL), chunk_id, attempt)
+                    after = finished.last_sentinel = closing
                     drifted = sentinel.moved(before["min_ms"], after["min_ms"]) > policy.threshold
             finally:  # a device lost mid-chunk: what it measured is written before the error goes on
                 rows = [m.row for m in measured]
                 if before is not None:
                     rows = sentinel.annotate(rows, before, after, finished.reference["min_ms"], chunk_id, attempt, drifted)
-                sentinels = [row for row, new in ((before, fresh), (after, True)) if row is not None and new]
+                sentinels = [*([before] if fresh else []), *unconfirmed, *([after] if after is not None else [])]
                 write_cells(rows, sentinels, measured, store, device, op_profile_store)
                 result.add(rows, sentinels, measured)
             if not drifted:

@@ -7,7 +7,10 @@ with the device's own protocol before its first chunk and after every chunk, and
 
 - **detects**: a chunk whose sentinel moved by more than ``threshold`` (relative, default 15 %, above this VM's sentinel noise) from
   before to after is measured again, up to ``max_attempts`` in all; every attempt's rows are kept
-  (``attempt``, ``drifted``), and readers take the latest;
+  (``attempt``, ``drifted``), and readers take the latest. A closing sentinel beyond the threshold is
+  timed once more before the move is believed (``retime``): on this VM one sentinel timing per pass ran
+  85-107 % slower than both neighbours, a hypervisor pause that would otherwise re-measure a chunk and
+  correct the two chunks beside it by half. The first timing stays in the store as a sentinel row.
 - **corrects**: every cell row gets ``min_ms_corrected`` = ``min_ms`` x reference / sentinel, the
   sentinel interpolated to the time the cell was measured, the reference being the configuration's
   first sentinel in the store: all rows at one reference speed, whichever campaign measured them;
@@ -44,6 +47,7 @@ class SentinelPolicy:
     threshold: float = 0.15  # relative move of the sentinel within a chunk that re-measures it (params.yaml: why)
     max_attempts: int = 2  # measurements of a chunk in all, the first included
     reuse_seconds: float = 30.0  # a sentinel timed this recently (after the last chunk) opens the next one
+    retime: bool = True  # a closing sentinel beyond the threshold is timed again, and the second timing decides
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:

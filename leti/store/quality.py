@@ -17,7 +17,7 @@ class Quality:
     """A campaign (or a store) summed up: how far the device's speed moved, what was measured again,
     and how much the timed runs of a cell vary."""
 
-    drift_low_pct: float | None  # the sentinel's lowest and highest min_ms, relative to the reference
+    drift_low_pct: float | None  # the lowest and highest sentinel min_ms that bracketed a chunk, relative to the reference
     drift_high_pct: float | None
     chunks: int
     remeasured_chunks: int  # chunks measured more than once because their sentinel moved
@@ -37,10 +37,13 @@ class Quality:
 
 
 def summarize(cells: pl.DataFrame, sentinels: pl.DataFrame) -> Quality:
-    """:class:`Quality` of cell rows (every attempt) and the sentinel rows of their chunks."""
+    """:class:`Quality` of cell rows (every attempt) and the sentinel rows of their chunks. The drift is
+    read from the sentinel timings that bracket the cells: a timing that was timed again because it
+    alone moved (``measure.sentinel.retime``) stays in the store but is not drift."""
     reference = cells["sentinel_reference_ms"].drop_nulls()
-    if sentinels.height and reference.len():
-        relative = 100 * (sentinels["min_ms"] / reference[0] - 1)
+    brackets = pl.concat([cells["sentinel_before_ms"], cells["sentinel_after_ms"]]).drop_nulls()
+    if sentinels.height and reference.len() and brackets.len():
+        relative = 100 * (brackets / reference[0] - 1)
         low, high = float(relative.min()), float(relative.max())
     else:
         low = high = None
