@@ -43,9 +43,10 @@ def ridge_fits(P_all: np.ndarray, chosen: np.ndarray, y: np.ndarray, free: np.nd
     return np.asarray(errors), np.asarray(predictions)
 
 
-def averaged(errors: np.ndarray, predictions: np.ndarray, shots: int) -> np.ndarray:
-    """The fits weighted by their leave-one-out likelihood (Gaussian: ``(least error / error)^(k/2)``)."""
-    share = np.exp(-shots / 2 * np.log(errors / errors.min()))
+def averaged(errors: np.ndarray, predictions: np.ndarray, shots: float, prior: np.ndarray | None = None) -> np.ndarray:
+    """The fits weighted by their leave-one-out likelihood (Gaussian: ``(least error / error)^(k/2)``),
+    times ``prior`` (each fit's prior weight; default equal)."""
+    share = np.exp(-shots / 2 * np.log(errors / errors.min())) * (1.0 if prior is None else prior)
     return np.tensordot(share / share.sum(), predictions, 1)
 
 
@@ -57,14 +58,19 @@ def kernel_ridge(P_all: np.ndarray, chosen: np.ndarray, y: np.ndarray, free: np.
     return averaged(errors, predictions, len(y)) if average else predictions[int(np.argmin(errors))]
 
 
-def priors_averaged(P: np.ndarray, chosen: np.ndarray, y: np.ndarray, with_mean: bool = False) -> np.ndarray:
+def priors_averaged(P: np.ndarray, chosen: np.ndarray, y: np.ndarray, with_mean: bool = False, temper: float = 1.0,
+                    mean_mass: float | None = None) -> np.ndarray:
     """As the default, but the free prior column is the sources' mean or any one source, and every
     (prior, penalty) fit is weighted by its leave-one-out likelihood: a target like one source leans on it.
     ``with_mean``: the mean stays a free column beside each source."""
     one, mean = np.ones(len(P)), P.mean(1)
     frees = [np.c_[one, mean]] + [np.c_[one, mean, column] if with_mean else np.c_[one, column] for column in P.T]
     fits = [ridge_fits(P, chosen, y, free) for free in frees]
-    return averaged(np.concatenate([e for e, _ in fits]), np.concatenate([p for _, p in fits]), len(y))
+    prior = None
+    if mean_mass is not None:  # the mean prior gets this share of the prior mass, the sources the rest
+        each = np.r_[mean_mass, np.full(P.shape[1], (1 - mean_mass) / P.shape[1])]
+        prior = np.repeat(each, len(fits[0][0]))
+    return averaged(np.concatenate([e for e, _ in fits]), np.concatenate([p for _, p in fits]), len(y) * temper, prior)
 
 
 def whitened(P: np.ndarray, power: float) -> np.ndarray:
@@ -104,6 +110,9 @@ def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray, O: np.ndarray) -> dict
         "+ kernel on the op encoding, averaged": lambda c, y: kernel_ridge(P, c, y, free(P), ops, average=True),
         "prior: mean or one source, averaged (now)": lambda c, y: priors_averaged(P, c, y),
         "prior: mean, or mean and one source, averaged": lambda c, y: priors_averaged(P, c, y, with_mean=True),
+        "prior: as now, likelihood tempered x0.5": lambda c, y: priors_averaged(P, c, y, temper=0.5),
+        "prior: as now, likelihood tempered x2": lambda c, y: priors_averaged(P, c, y, temper=2.0),
+        "prior: as now, the mean half the prior mass": lambda c, y: priors_averaged(P, c, y, mean_mass=0.5),
         "half-whitened kernel, averaged": lambda c, y: kernel_ridge(half, c, y, free(P), average=True),
         "whitened kernel, averaged": lambda c, y: kernel_ridge(white, c, y, free(P), average=True),
     }
