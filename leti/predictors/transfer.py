@@ -375,8 +375,8 @@ def adapt(embedding: np.ndarray, latency_ms: np.ndarray, weight: np.ndarray, bia
         raise ValueError(f"adapting to a device needs at least 3 measured cells, got {len(y)}")
     prior_weight = np.vstack([weight.mean(0), weight])  # row 0: the mean, row 1 + d: source d
     prior_bias = np.r_[bias.mean(), bias]
-    P = embedding @ weight.T + bias  # shots x sources
     Q = embedding @ prior_weight.T + prior_bias  # shots x priors
+    P = Q[:, 1:]  # shots x sources
     K = P @ P.T / P.shape[1]
     one = np.ones(len(y))
     fits, errors = [], []  # per penalty, per prior
