@@ -73,6 +73,22 @@ def priors_averaged(P: np.ndarray, chosen: np.ndarray, y: np.ndarray, with_mean:
     return averaged(np.concatenate([e for e, _ in fits]), np.concatenate([p for _, p in fits]), len(y) * temper, prior)
 
 
+def embedding_averaged(P: np.ndarray, h: np.ndarray, chosen: np.ndarray, y: np.ndarray, scales: tuple[float, ...]) -> np.ndarray:
+    """As the default (prior: the mean or any one source), plus a kernel on the trunk's embedding ``h``
+    (centred, scaled to ``scale`` times the heads' kernel) so a target can move outside the heads' span;
+    every (scale, prior, penalty) fit weighted by its leave-one-out likelihood."""
+    one, mean = np.ones(len(P)), P.mean(1)
+    frees = [np.c_[one, mean]] + [np.c_[one, column] for column in P.T]
+    errors, predictions = [], []
+    for scale in scales:
+        extra = h * np.sqrt(scale)
+        for free in frees:
+            e, p = ridge_fits(P, chosen, y, free, extra if scale else None)
+            errors.append(e)
+            predictions.append(p)
+    return averaged(np.concatenate(errors), np.concatenate(predictions), len(y))
+
+
 def whitened(P: np.ndarray, power: float) -> np.ndarray:
     """The heads' predictions rotated to their principal components, each scaled by its singular value to
     ``1 - power`` (1: fully whitened, every direction the sources vary in gets the same prior variance),
@@ -96,8 +112,10 @@ def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray, O: np.ndarray) -> dict
     both = np.c_[P, M]
     h = H - H.mean(0)
     h *= np.sqrt(0.1 * float((P**2).sum(1).mean() / P.shape[1]) / float((h**2).sum(1).mean()))  # a tenth of the heads' kernel
+    h1 = h * np.sqrt(10.0)  # the heads' kernel's size
     ops = O - O.mean(0)
     ops *= np.sqrt(0.03 * float((P**2).sum(1).mean() / P.shape[1]) / float((ops**2).sum(1).mean()))  # 3 % of it (0.1, 0.3: worse)
+    o1 = ops * np.sqrt(1 / 0.03)  # the heads' kernel's size
     half, white = whitened(P, 0.5), whitened(P, 1.0)
     return {
         "one penalty (first default)": lambda c, y: kernel_ridge(P, c, y, free(P)),
@@ -113,6 +131,10 @@ def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray, O: np.ndarray) -> dict
         "prior: as now, likelihood tempered x0.5": lambda c, y: priors_averaged(P, c, y, temper=0.5),
         "prior: as now, likelihood tempered x2": lambda c, y: priors_averaged(P, c, y, temper=2.0),
         "prior: as now, the mean half the prior mass": lambda c, y: priors_averaged(P, c, y, mean_mass=0.5),
+        "prior as now + embedding kernel 0/1/3/10/30 %, averaged": lambda c, y: embedding_averaged(P, h1, c, y, (0, 0.01, 0.03, 0.1, 0.3)),
+        "prior as now + embedding kernel 0/10/100 %, averaged": lambda c, y: embedding_averaged(P, h1, c, y, (0, 0.1, 1.0)),
+        "prior as now + op-encoding kernel 0/3/10/30/100 %, averaged": lambda c, y: embedding_averaged(P, o1, c, y, (0, 0.03, 0.1, 0.3, 1.0)),
+        "prior as now + op-encoding kernel 0/1/3/10 %, averaged": lambda c, y: embedding_averaged(P, o1, c, y, (0, 0.01, 0.03, 0.1)),
         "half-whitened kernel, averaged": lambda c, y: kernel_ridge(half, c, y, free(P), average=True),
         "whitened kernel, averaged": lambda c, y: kernel_ridge(white, c, y, free(P), average=True),
     }
@@ -128,6 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     matrix = reader.read_devices(args.stores, "nb201", reader.ReadPolicy(configuration=reader.NEWEST))
     scores: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    within: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     for split, targets in VALIDATION.items():
         sources, split_targets = splits(matrix.devices)[split][0]
         assert not set(targets) & (set(sources) | set(split_targets)), "validation devices must be outside the split"
@@ -146,6 +169,9 @@ def main() -> None:
                           if not args.variants or any(part in name for part in args.variants)}
             candidates["leti's adapt (equals the (now) row)"] = (
                 lambda c, y, H=H: H @ np.asarray((head := transfer.adapt(H[c], np.exp(y), weight, bias)).weight) + head.bias)
+            for scales in ((0.0,), (0.0, 0.01, 0.03, 0.1, 0.3, 1.0), (0.0, 0.1, 0.3, 1.0, 3.0)):
+                candidates[f"leti's adapt, embedding scales {'/'.join(map(str, scales))}"] = (
+                    lambda c, y, H=H, scales=scales: H @ np.asarray((head := transfer.adapt(H[c], np.exp(y), weight, bias, scales=scales)).weight) + head.bias)
             for k in args.shots:
                 for seed in args.seeds:
                     chosen = transfer.design_shots(H, k, seed, args.design)
@@ -153,12 +179,17 @@ def main() -> None:
                     for name, predict in candidates.items():
                         estimate = predict(chosen, np.log(y[keep][chosen]))
                         scores[(name, split, k)].append(spearmanr(estimate[rest], y[keep][rest]).statistic)
+                        within[(name, split, k)].append(100 * np.mean(np.abs(np.exp(estimate[rest]) / y[keep][rest] - 1) <= 0.1))
             print(f"{split}: {target} done", flush=True)
     names = list(dict.fromkeys(name for name, _, _ in scores))
     print("\n| adaptation | " + " | ".join(f"{split} k={'/'.join(map(str, args.shots))}" for split in VALIDATION) + " |")
     print("|---|" + "---|" * len(VALIDATION))
     for name in names:
         cells = [" / ".join(f"{np.mean(scores[(name, split, k)]):.4f}" for k in args.shots) for split in VALIDATION]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nacc@10 %:\n")
+    for name in names:
+        cells = [" / ".join(f"{np.mean(within[(name, split, k)]):.1f}" for k in args.shots) for split in VALIDATION]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -195,6 +195,24 @@ def test_a_target_like_one_source_leans_on_it_as_its_prior(pretrained: Path) -> 
         assert len(shares) == len(model.devices) + 1 and int(np.argmax(shares)) == 1 + source, (source, shares)
 
 
+def test_a_target_outside_the_heads_span_is_followed_through_the_embedding(pretrained: Path) -> None:
+    model = transfer.Pretrained.load(pretrained)
+    weight, bias = model.heads()
+    embedding = model.embed(CELLS)
+    centred = embedding - embedding.mean(0)
+    basis, _ = np.linalg.qr(weight.T)  # the heads' span in the embedding
+    outside = centred @ (np.eye(len(basis)) - basis @ basis.T)
+    direction = np.linalg.svd(outside, full_matrices=False)[2][0]  # the embedding's widest direction off that span
+    log_target = embedding @ weight.mean(0) + 0.5 * (centred @ direction) / np.std(centred @ direction) + 1.0
+    shots, rest = np.arange(60), np.arange(60, len(CELLS))
+    errors = {}
+    for scales in ((0.0,), transfer.EMBEDDING_SCALES):
+        head = transfer.adapt(embedding[shots], np.exp(log_target[shots]), weight, bias, scales=scales)
+        errors[scales] = float(np.sqrt(np.mean((embedding[rest] @ np.asarray(head.weight) + head.bias - log_target[rest]) ** 2)))
+    assert errors[transfer.EMBEDDING_SCALES] < 0.5 * errors[(0.0,)], errors
+    assert sum(head.info["scale_shares"][1:]) > 0.9
+
+
 def test_leave_one_out_residuals_match_refitting_without_each_shot(pretrained: Path) -> None:
     model = transfer.Pretrained.load(pretrained)
     weight, bias = model.heads()
