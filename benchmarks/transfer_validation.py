@@ -1,6 +1,6 @@
 """Adaptation variants compared on validation devices only (never on a reported target).
 
-    python benchmarks/transfer_validation.py [--shots 5 10 20] [--seeds 0 1 2 3 4]
+    python benchmarks/transfer_validation.py [--shots 5 10 20] [--seeds 0 1 2 3 4] [--design auto] [--variants NAME ...]
 
 Two validation groups, each adapted from the pretrained model of a split whose sources exclude it and
 whose targets it is not (``transfer_report.py``'s splits; the pretrained models come from its cache):
@@ -170,8 +170,10 @@ def main() -> None:
             candidates["leti's adapt (equals the (now) row)"] = (
                 lambda c, y, H=H: H @ np.asarray((head := transfer.adapt(H[c], np.exp(y), weight, bias)).weight) + head.bias)
             for scales in ((0.0,), (0.0, 0.01, 0.03, 0.1, 0.3, 1.0), (0.0, 0.1, 0.3, 1.0, 3.0)):
-                candidates[f"leti's adapt, embedding scales {'/'.join(map(str, scales))}"] = (
-                    lambda c, y, H=H, scales=scales: H @ np.asarray((head := transfer.adapt(H[c], np.exp(y), weight, bias, scales=scales)).weight) + head.bias)
+                name = f"leti's adapt, embedding scales {'/'.join(map(str, scales))}"
+                if not args.variants or any(part in name for part in args.variants):
+                    candidates[name] = (lambda c, y, H=H, scales=scales:
+                                        H @ np.asarray((head := transfer.adapt(H[c], np.exp(y), weight, bias, scales=scales)).weight) + head.bias)
             for k in args.shots:
                 for seed in args.seeds:
                     chosen = transfer.design_shots(H, k, seed, args.design)
