@@ -19,6 +19,8 @@ from leti.devices import BACKENDS
 from leti.devices.base import Backend, Protocol, Timing
 from leti.measure import campaign, sentinel
 from leti.measure.sentinel import SentinelPolicy
+from leti.reports.investigation import analysis, data
+from leti import spaces
 from leti.spaces import nb201
 from leti.store import parts, quality, reader, tables
 
@@ -120,6 +122,11 @@ def test_a_sentinel_slow_once_is_timed_again_and_not_believed(drifting, tiny_dev
     sentinels = reader.sentinel_rows(tmp_path / "blip", device.name, "nb201")
     assert sentinels.height == reader.sentinel_rows(tmp_path / "calm", device.name, "nb201").height + 1  # the blip is kept
     assert sorted(sentinels["min_ms"] / sentinels["min_ms"].min()) == pytest.approx([1.0, 1.0, 1.0, 1.0, 2.0])
+    # The investigation reads which timing was not believed, and leaves it out of the drift range.
+    drift = analysis.sentinel_drift(data.load_sentinels([tmp_path / "blip"], spaces.get("nb201")))
+    assert drift["believed"].to_list().count(False) == 1
+    assert drift.filter(~pl.col("believed"))["drift_pct"].item() == pytest.approx(100.0)
+    assert drift.filter(pl.col("believed"))["drift_pct"].abs().max() == pytest.approx(0.0, abs=1e-9)
     # Without re-timing, the same pause re-measures the chunk and its rows are corrected by the paused sentinel.
     drifting.runs = 0
     believed = campaign.run_campaign(archs, device, tmp_path / "believed", part_size=2, progress=False, order_seed=None,

@@ -431,13 +431,16 @@ def method_scores(predictions: pl.DataFrame) -> pl.DataFrame:
 
 
 def sentinel_drift(sentinels: pl.DataFrame) -> pl.DataFrame:
-    """The sentinel over time per device and configuration: minutes since its first timing and its
-    ``min_ms`` relative to that first one (%), the speed every corrected row is normalised to."""
+    """The sentinel over time per device and configuration: minutes since its first timing, its
+    ``min_ms`` relative to that first one (%), the speed every corrected row is normalised to, and
+    whether the timing was believed (``believed``, as :func:`data.load_sentinels` reads it)."""
     if sentinels.is_empty():
-        return pl.DataFrame(schema={"device": pl.String, "config_id": pl.String, "minutes": pl.Float64, "drift_pct": pl.Float64})
+        return pl.DataFrame(schema={"device": pl.String, "config_id": pl.String, "minutes": pl.Float64, "drift_pct": pl.Float64,
+                                    "believed": pl.Boolean})
     ordered = sentinels.sort("measured_at")
     return ordered.select(
         "device", "config_id",
         ((pl.col("measured_at") - pl.col("measured_at").first().over("device", "config_id")).dt.total_seconds() / 60).alias("minutes"),
         (100 * (pl.col("min_ms") / pl.col("min_ms").first().over("device", "config_id") - 1)).alias("drift_pct"),
+        pl.col("believed") if "believed" in sentinels.columns else pl.lit(True).alias("believed"),
     )

@@ -159,7 +159,22 @@ def load_kernel_predictors(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def load_sentinels(stores: list[Path], space: SearchSpace) -> pl.DataFrame:
-    """Every sentinel timing of ``space`` in the stores (leti's own campaigns time one around each chunk)."""
-    frames = [reader.sentinel_rows(store, device, space.NAME) for store in stores for device in reader.store_devices(store)]
-    frames = [frame for frame in frames if frame.height]
-    return pl.concat(frames, how="vertical") if frames else tables.empty(tables.LATENCY)
+    """Every sentinel timing of ``space`` in the stores (leti's own campaigns time one around each chunk),
+    with ``believed``: whether the timing bracketed a chunk's cells. A closing timing that moved alone
+    was timed again (``measure.sentinel.retime``); it stays in the store, and the second one decided."""
+    frames = []
+    for store in stores:
+        for device in reader.store_devices(store):
+            sentinels = reader.sentinel_rows(store, device, space.NAME)
+            if sentinels.height:
+                frames.append(sentinels.with_columns(believed(sentinels, reader.device_rows(store, device))))
+    return pl.concat(frames, how="vertical") if frames else tables.empty(tables.LATENCY).with_columns(believed=pl.lit(True))
+
+
+def believed(sentinels: pl.DataFrame, cells: pl.DataFrame) -> pl.Expr:
+    """Whether each sentinel timing is one a chunk's cells were bracketed by (every one, where no cell
+    records its brackets: a store written before them)."""
+    brackets = pl.concat([cells["sentinel_before_ms"], cells["sentinel_after_ms"]]).drop_nulls()
+    if brackets.is_empty():
+        return pl.lit(True).alias("believed")
+    return pl.col("min_ms").is_in(brackets.unique().implode()).alias("believed")

@@ -427,13 +427,18 @@ def network_methods(predictions: pl.DataFrame, scores: pl.DataFrame, path: Path)
 
 
 def sentinel_drift(drift: pl.DataFrame, path: Path) -> Path:
-    """The sentinel cell's latency over each campaign, relative to its first timing: the device's drift."""
+    """The sentinel cell's latency over each campaign, relative to its first timing: the device's drift
+    (crosses: timings that moved alone, were timed again and not believed)."""
     series = drift.select("device", "config_id").unique(maintain_order=True).rows()
     fig, ax = plt.subplots(figsize=(9, 3.8))
     for device, config in series:
         rows = drift.filter((pl.col("device") == device) & (pl.col("config_id") == config))
         label = device if sum(1 for d, _ in series if d == device) == 1 else f"{device} ({config[:6]})"
-        ax.plot(rows["minutes"], rows["drift_pct"], marker=".", markersize=3, linewidth=1, label=label)
+        kept, retimed = rows.filter(pl.col("believed")), rows.filter(~pl.col("believed"))
+        line, = ax.plot(kept["minutes"], kept["drift_pct"], marker=".", markersize=3, linewidth=1, label=label)
+        if retimed.height:
+            ax.scatter(retimed["minutes"], retimed["drift_pct"], marker="x", s=30, color=line.get_color(),
+                       label=f"{label}: timed again, not believed")
     ax.axhline(0, color="#999999", linewidth=0.8)
     ax.set_xlabel("minutes since the configuration's first sentinel timing")
     ax.set_ylabel("sentinel min_ms vs its first timing (%)")
