@@ -58,14 +58,19 @@ def kernel_ridge(P_all: np.ndarray, chosen: np.ndarray, y: np.ndarray, free: np.
     return averaged(errors, predictions, len(y)) if average else predictions[int(np.argmin(errors))]
 
 
+def prior_columns(P: np.ndarray, with_mean: bool = False) -> list[np.ndarray]:
+    """The free columns of each prior: the intercept and the sources' mean, or the intercept and one
+    source (and the mean beside it, ``with_mean``)."""
+    one, mean = np.ones(len(P)), P.mean(1)
+    return [np.c_[one, mean]] + [np.c_[one, mean, column] if with_mean else np.c_[one, column] for column in P.T]
+
+
 def priors_averaged(P: np.ndarray, chosen: np.ndarray, y: np.ndarray, with_mean: bool = False, temper: float = 1.0,
                     mean_mass: float | None = None) -> np.ndarray:
     """As the default, but the free prior column is the sources' mean or any one source, and every
     (prior, penalty) fit is weighted by its leave-one-out likelihood: a target like one source leans on it.
     ``with_mean``: the mean stays a free column beside each source."""
-    one, mean = np.ones(len(P)), P.mean(1)
-    frees = [np.c_[one, mean]] + [np.c_[one, mean, column] if with_mean else np.c_[one, column] for column in P.T]
-    fits = [ridge_fits(P, chosen, y, free) for free in frees]
+    fits = [ridge_fits(P, chosen, y, free) for free in prior_columns(P, with_mean)]
     prior = None
     if mean_mass is not None:  # the mean prior gets this share of the prior mass, the sources the rest
         each = np.r_[mean_mass, np.full(P.shape[1], (1 - mean_mass) / P.shape[1])]
@@ -73,17 +78,15 @@ def priors_averaged(P: np.ndarray, chosen: np.ndarray, y: np.ndarray, with_mean:
     return averaged(np.concatenate([e for e, _ in fits]), np.concatenate([p for _, p in fits]), len(y) * temper, prior)
 
 
-def embedding_averaged(P: np.ndarray, h: np.ndarray, chosen: np.ndarray, y: np.ndarray, scales: tuple[float, ...]) -> np.ndarray:
-    """As the default (prior: the mean or any one source), plus a kernel on the trunk's embedding ``h``
-    (centred, scaled to ``scale`` times the heads' kernel) so a target can move outside the heads' span;
-    every (scale, prior, penalty) fit weighted by its leave-one-out likelihood."""
-    one, mean = np.ones(len(P)), P.mean(1)
-    frees = [np.c_[one, mean]] + [np.c_[one, column] for column in P.T]
+def extra_kernel_averaged(P: np.ndarray, features: np.ndarray, chosen: np.ndarray, y: np.ndarray, scales: tuple[float, ...]) -> np.ndarray:
+    """The prior as the default (the sources' mean or any one source), plus a kernel on ``features``
+    (centred, sized as the heads' kernel, times each scale) so a target can move outside the heads'
+    span; every (scale, prior, penalty) fit weighted by its leave-one-out likelihood. On the trunk's
+    embedding this is leti's ``adapt`` (its ``scales``); here it serves features ``adapt`` cannot use."""
     errors, predictions = [], []
     for scale in scales:
-        extra = h * np.sqrt(scale)
-        for free in frees:
-            e, p = ridge_fits(P, chosen, y, free, extra if scale else None)
+        for free in prior_columns(P):
+            e, p = ridge_fits(P, chosen, y, free, features * np.sqrt(scale) if scale else None)
             errors.append(e)
             predictions.append(p)
     return averaged(np.concatenate(errors), np.concatenate(predictions), len(y))
@@ -112,7 +115,6 @@ def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray, O: np.ndarray) -> dict
     both = np.c_[P, M]
     h = H - H.mean(0)
     h *= np.sqrt(0.1 * float((P**2).sum(1).mean() / P.shape[1]) / float((h**2).sum(1).mean()))  # a tenth of the heads' kernel
-    h1 = h * np.sqrt(10.0)  # the heads' kernel's size
     ops = O - O.mean(0)
     ops *= np.sqrt(0.03 * float((P**2).sum(1).mean() / P.shape[1]) / float((ops**2).sum(1).mean()))  # 3 % of it (0.1, 0.3: worse)
     o1 = ops * np.sqrt(1 / 0.03)  # the heads' kernel's size
@@ -126,15 +128,13 @@ def variants(P: np.ndarray, M: np.ndarray, H: np.ndarray, O: np.ndarray) -> dict
         "measured and heads": lambda c, y: kernel_ridge(both, c, y, free(both)),
         "+ kernel on the embedding": lambda c, y: kernel_ridge(P, c, y, free(P), h),
         "+ kernel on the op encoding, averaged": lambda c, y: kernel_ridge(P, c, y, free(P), ops, average=True),
-        "prior: mean or one source, averaged (now)": lambda c, y: priors_averaged(P, c, y),
+        "prior: mean or one source, averaged (heads only)": lambda c, y: priors_averaged(P, c, y),
         "prior: mean, or mean and one source, averaged": lambda c, y: priors_averaged(P, c, y, with_mean=True),
         "prior: as now, likelihood tempered x0.5": lambda c, y: priors_averaged(P, c, y, temper=0.5),
         "prior: as now, likelihood tempered x2": lambda c, y: priors_averaged(P, c, y, temper=2.0),
         "prior: as now, the mean half the prior mass": lambda c, y: priors_averaged(P, c, y, mean_mass=0.5),
-        "prior as now + embedding kernel 0/1/3/10/30 %, averaged": lambda c, y: embedding_averaged(P, h1, c, y, (0, 0.01, 0.03, 0.1, 0.3)),
-        "prior as now + embedding kernel 0/10/100 %, averaged": lambda c, y: embedding_averaged(P, h1, c, y, (0, 0.1, 1.0)),
-        "prior as now + op-encoding kernel 0/3/10/30/100 %, averaged": lambda c, y: embedding_averaged(P, o1, c, y, (0, 0.03, 0.1, 0.3, 1.0)),
-        "prior as now + op-encoding kernel 0/1/3/10 %, averaged": lambda c, y: embedding_averaged(P, o1, c, y, (0, 0.01, 0.03, 0.1)),
+        "prior: mean or one source + op-encoding kernel 0/3/10/30/100 %, averaged": lambda c, y: extra_kernel_averaged(P, o1, c, y, (0, 0.03, 0.1, 0.3, 1.0)),
+        "prior: mean or one source + op-encoding kernel 0/1/3/10 %, averaged": lambda c, y: extra_kernel_averaged(P, o1, c, y, (0, 0.01, 0.03, 0.1)),
         "half-whitened kernel, averaged": lambda c, y: kernel_ridge(half, c, y, free(P), average=True),
         "whitened kernel, averaged": lambda c, y: kernel_ridge(white, c, y, free(P), average=True),
     }
@@ -167,9 +167,9 @@ def main() -> None:
             O = features.matrix([a for a, k in zip(matrix.archs, keep) if k], "onehot", "nb201").astype(float)
             candidates = {name: f for name, f in variants(P, M, H, O).items()
                           if not args.variants or any(part in name for part in args.variants)}
-            candidates["leti's adapt (equals the (now) row)"] = (
+            candidates["leti's adapt (the default)"] = (
                 lambda c, y, H=H: H @ np.asarray((head := transfer.adapt(H[c], np.exp(y), weight, bias)).weight) + head.bias)
-            for scales in ((0.0,), (0.0, 0.01, 0.03, 0.1, 0.3, 1.0), (0.0, 0.1, 0.3, 1.0, 3.0)):
+            for scales in ((0.0,), (0.0, 0.01, 0.03, 0.1, 0.3, 1.0), (0.0, 0.1, 0.3, 1.0, 3.0)):  # (0.0,): equals "heads only"
                 name = f"leti's adapt, embedding scales {'/'.join(map(str, scales))}"
                 if not args.variants or any(part in name for part in args.variants):
                     candidates[name] = (lambda c, y, H=H, scales=scales:
@@ -184,15 +184,13 @@ def main() -> None:
                         within[(name, split, k)].append(100 * np.mean(np.abs(np.exp(estimate[rest]) / y[keep][rest] - 1) <= 0.1))
             print(f"{split}: {target} done", flush=True)
     names = list(dict.fromkeys(name for name, _, _ in scores))
-    print("\n| adaptation | " + " | ".join(f"{split} k={'/'.join(map(str, args.shots))}" for split in VALIDATION) + " |")
-    print("|---|" + "---|" * len(VALIDATION))
-    for name in names:
-        cells = [" / ".join(f"{np.mean(scores[(name, split, k)]):.4f}" for k in args.shots) for split in VALIDATION]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print("\nacc@10 %:\n")
-    for name in names:
-        cells = [" / ".join(f"{np.mean(within[(name, split, k)]):.1f}" for k in args.shots) for split in VALIDATION]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    for title, values, digits in (("Spearman", scores, 4), ("acc@10 %", within, 1)):
+        print(f"\n{title}:\n")
+        print("| adaptation | " + " | ".join(f"{split} k={'/'.join(map(str, args.shots))}" for split in VALIDATION) + " |")
+        print("|---|" + "---|" * len(VALIDATION))
+        for name in names:
+            cells = [" / ".join(f"{np.mean(values[(name, split, k)]):.{digits}f}" for k in args.shots) for split in VALIDATION]
+            print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # noqa: F401 (fixture)
 
+from leti import spaces
 from leti.cli import main
 from leti.devices import BACKENDS
 from leti.devices.base import Backend, Protocol, Timing
 from leti.measure import campaign, sentinel
 from leti.measure.sentinel import SentinelPolicy
 from leti.reports.investigation import analysis, data
-from leti import spaces
 from leti.spaces import nb201
 from leti.store import parts, quality, reader, tables
 

@@ -373,8 +373,9 @@ def adapt(embedding: np.ndarray, latency_ms: np.ndarray, weight: np.ndarray, bia
     (Gaussian: ``(least error / error)^(k/2)``): a target much like one source leans on it, one like
     none stays near the consensus, and the embedding is used as far as the shots support it. On the
     validation devices, averaging the penalties beat taking the best one at k = 5, letting one source
-    be the prior beat the mean alone at every k (5: +0.02 Spearman), and the scales 0–30 % beat the
-    heads alone at every k but one. Every fit is linear in ``h``, so the average is one linear head."""
+    be the prior beat the mean alone at every k (5: +0.02 Spearman), and the scales 0–30 % were better
+    than or equal to the heads alone in 9 of 10 (group, k) means from k = 5 to 100. Every fit is
+    linear in ``h``, so the average is one linear head."""
     y = np.log(np.asarray(latency_ms, dtype=np.float64))
     if len(y) < 3:
         raise ValueError(f"adapting to a device needs at least 3 measured cells, got {len(y)}")

@@ -442,5 +442,5 @@ def sentinel_drift(sentinels: pl.DataFrame) -> pl.DataFrame:
         "device", "config_id",
         ((pl.col("measured_at") - pl.col("measured_at").first().over("device", "config_id")).dt.total_seconds() / 60).alias("minutes"),
         (100 * (pl.col("min_ms") / pl.col("min_ms").first().over("device", "config_id") - 1)).alias("drift_pct"),
-        pl.col("believed") if "believed" in sentinels.columns else pl.lit(True).alias("believed"),
+        "believed",
     )

@@ -167,11 +167,11 @@ def load_sentinels(stores: list[Path], space: SearchSpace) -> pl.DataFrame:
         for device in reader.store_devices(store):
             sentinels = reader.sentinel_rows(store, device, space.NAME)
             if sentinels.height:
-                frames.append(sentinels.with_columns(believed(sentinels, reader.device_rows(store, device))))
+                frames.append(sentinels.with_columns(believed(reader.device_rows(store, device))))
     return pl.concat(frames, how="vertical") if frames else tables.empty(tables.LATENCY).with_columns(believed=pl.lit(True))
 
 
-def believed(sentinels: pl.DataFrame, cells: pl.DataFrame) -> pl.Expr:
+def believed(cells: pl.DataFrame) -> pl.Expr:
     """Whether each sentinel timing is one a chunk's cells were bracketed by (every one, where no cell
     records its brackets: a store written before them)."""
     brackets = pl.concat([cells["sentinel_before_ms"], cells["sentinel_after_ms"]]).drop_nulls()
