@@ -31,6 +31,18 @@ def test_every_sampled_kernel_builds_and_runs_at_its_configuration(kernel_type: 
             assert len(inputs) == 2  # the residual is an input, not a constant a runtime could fold
 
 
+def test_an_adaptive_rounds_neighbours_of_a_grouped_conv_build() -> None:
+    """Neighbours scale channels in and out apart; a grouped conv's must still split into whole groups
+    (a full campaign's adaptive round once stopped on one that did not)."""
+    grouped = K.make_kernel("conv+bn", batch=1, cin=96, hin=28, win=28, cout=192, hout=28, wout=28, kernel=3, kernel_w=3,
+                            stride=1, groups=12)
+    neighbours = [n for seed in range(40) for n in M.nearby(grouped, 4, seed)]
+    assert neighbours and {n.config["groups"] for n in neighbours} == {12}
+    assert {n.config["cout"] for n in neighbours} != {192}  # channels did move
+    for kernel in neighbours:
+        M.build(kernel)  # raises on channels that are not whole groups
+
+
 def test_chains_split_by_the_rules_give_the_campaigns_kernel_types() -> None:
     assert M.chain_types(("conv", "bn", "add", "relu"), {}) == ["conv", "bn", "add", "relu"]
     ort_like = {("conv", "bn"): True, ("conv", "relu"): True}

@@ -489,6 +489,9 @@ def nearby(kernel: K.Kernel, count: int, seed: int) -> list[K.Kernel]:
                 values[name] = int(max(8, 8 * round(values[name] * float(rng.choice([0.75, 0.875, 1.125, 1.25])) / 8)))
         if kernel.kinds[0] == "dwconv":
             values["cout"] = values["groups"] = values["cin"]
+        groups = values.get("groups", 1)
+        if groups > 1 and (values["cin"] % groups or values["cout"] % groups):  # a grouped conv keeps whole groups
+            continue
         if values.get("hin", 0) > 1 and kernel.kinds[0] not in ("fc", "matmul", "softmax", "layernorm") and values.get("win", 1) > 1:
             index = int(np.argmin([abs(s - values["hin"]) for s in SIZES]))
             size = SIZES[int(np.clip(index + rng.choice([-1, 0, 1]), 0, len(SIZES) - 1))]
