@@ -138,3 +138,57 @@ def test_leti_measure_kernels_names_a_bad_device_or_campaign_in_one_line(tmp_pat
         error = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(error) == 1 and expected in error[0]
     assert not (tmp_path / "k").exists()
+
+
+def test_onnx_runtimes_layout_conversions_at_a_models_edges_are_not_the_kernels_own_time(tiny_device_config, tmp_path) -> None:
+    """A one-kernel ONNX Runtime model converts into and out of NCHWc in every run; a network does it
+    once. The conversions are profiled (``edge_ms``) exactly when the runtime's optimised graph has
+    them, and left out of the kernel's own time."""
+    import onnx
+    import onnxruntime as ort
+
+    from leti.devices.onnxruntime_cpu import LAYOUT_NODES, export_onnx
+
+    dwconv = K.make_kernel("dwconv+bn", batch=1, cin=256, hin=28, win=28, cout=256, hout=28, wout=28, kernel=3, kernel_w=3,
+                           stride=1, groups=256)
+    relu = K.make_kernel("relu", batch=1, cin=64, hin=28, win=28)
+    device = tiny_device_config("onnxruntime-cpu", runs=5)
+    M.measure([dwconv, relu], device, tmp_path / "kernels", "sample")
+    data = reader.read_kernels(tmp_path / "kernels" / "onnxruntime-cpu")
+    edge = dict(zip(data.table["kernel_type"], data.table["edge_ms"]))
+
+    def reorders(kernel: K.Kernel) -> int:
+        module, example = M.build(kernel)
+        export_onnx(module.eval(), example, tmp_path / "k.onnx", 17, "fx")
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        ort.InferenceSession(str(tmp_path / "k.onnx"), options, providers=["CPUExecutionProvider"])
+        return sum(node.op_type in LAYOUT_NODES for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+
+    assert (edge["dwconv+bn"] > 0) == (reorders(dwconv) > 0)
+    assert edge["relu"] == 0 and reorders(relu) == 0
+    expected = data.table["latency_ms"] - data.overhead_ms - data.table["edge_ms"]
+    assert data.table["own_ms"].to_list() == pytest.approx(expected.to_list())
+
+
+def test_layout_time_is_each_reorder_nodes_median_run_summed() -> None:
+    from leti.devices.onnxruntime_cpu import layout_ms
+
+    def node(name: str, op: str, microseconds: float) -> dict:
+        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": microseconds, "args": {"op_name": op}}
+
+    events = [node("in", "ReorderInput", 900), node("conv", "Conv", 5000), node("out", "ReorderOutput", 50),  # a warm-up run
+              *(node("in", "ReorderInput", us) for us in (10, 30, 20)), *(node("out", "ReorderOutput", us) for us in (5, 5, 8)),
+              node("conv", "Conv", 4000), {"cat": "Session", "name": "model_run", "dur": 9000}]
+    assert layout_ms(events, skip=1) == pytest.approx((20 + 5) / 1000)
+
+
+def test_a_kernel_table_from_before_edge_times_reads_with_none(tiny_device_config, tmp_path) -> None:
+    device = tiny_device_config("torch-cpu", runs=3)
+    M.measure([K.make_kernel("relu", batch=1, cin=16, hin=8, win=8)], device, tmp_path / "kernels", "sample")
+    folder = tmp_path / "kernels" / "torch-cpu"
+    for part in folder.glob("part-*.parquet"):  # as a store written before the column existed
+        pl.read_parquet(part).drop("edge_ms").write_parquet(part)
+    data = reader.read_kernels(folder)
+    assert data.table["edge_ms"].to_list() == [0.0]
+    assert data.table["own_ms"][0] == pytest.approx(data.table["latency_ms"][0] - data.overhead_ms)

@@ -385,6 +385,17 @@ class Backend(ABC):
     def parse(self, raw: Any) -> Timing:
         """Raw result -> per-run latencies in milliseconds (or the tool's aggregates)."""
 
+    def edge_ms(self, artifact: Any, example: Any, protocol: Protocol) -> float | None:
+        """Time per run the runtime spends converting layouts at the model's edges, from its own
+        profile; ``None`` where the runtime cannot tell (the default).
+
+        Why: a kernel is timed as a one-kernel model. A runtime with a blocked tensor layout (ONNX
+        Runtime's NCHWc on x86) converts that model's input into its layout and the output back, in
+        every run; inside a network the neighbouring kernels share the layout and the conversions
+        happen once. For a depthwise convolution they were 40-60 % of its one-kernel model's time
+        here, so summing one-kernel models over-predicted light networks by 1.3-1.7x."""
+        return None
+
     def environment(self) -> dict[str, Any]:
         """Facts about the device and software recorded with every row, taken once per chunk.
 

@@ -3,7 +3,8 @@
 **Fusion rules are measured, not assumed.** For each pair of op kinds that real networks chain (a
 convolution then its batch norm, a linear layer then GELU, a residual add then ReLU), the device
 times the first op alone, the second alone and the two chained, each as a one-kernel model, at a few
-configurations; the per-call overhead (a model that returns its input) is subtracted from each. A
+configurations; the per-call overhead (a model that returns its input) and the layout conversions
+the runtime does at the model's edges (``Backend.edge_ms``) are subtracted from each. A
 pair is fused when chaining saves more than ``threshold`` of the cheaper op's time (nn-Meter's test,
 its default 0.5): a fused second op costs almost nothing, an unfused one costs what it costs alone.
 Eager PyTorch fuses nothing, and the rules find that.
@@ -568,7 +569,9 @@ def measure(
     """Time every kernel the store lacks under the device's configuration; one part per chunk.
 
     Each chunk is a measuring session of its own (the CPU's lock is released between chunks) and
-    starts with the ``empty`` kernel, the per-call overhead at that moment. ``repeat`` > 0 times the
+    starts with the ``empty`` kernel, the per-call overhead at that moment. After its timed runs, a
+    kernel's model is profiled for the layout conversions its runtime does at the model's edges
+    (``edge_ms``; ``Backend.edge_ms``), which a network does not repeat per kernel. ``repeat`` > 0 times the
     kernels again as a separate pass (their keys end in ``#repeat``). A kernel that failed is skipped
     like a measured one unless ``retry_errors``.
     """
@@ -597,8 +600,16 @@ def measure(
                 def artifact(module=module, example=example):  # noqa: ANN001, ANN202 - bound per kernel
                     return session.backend.prepare(portable(module, session.backend), example, session.workdir)
 
-                measured = session.retry(lambda row=row, artifact=artifact, example=example: measure_one(session, row, artifact, example))
-                rows.append(measured.row)
+                edges: dict[str, float | None] = {}
+
+                def edge(prepared, timing, example=example, edges=edges):  # noqa: ANN001, ANN202 - measure_one's `after`
+                    with session.device_turn():
+                        edges["ms"] = session.backend.edge_ms(prepared, example, device.protocol)
+                    return timing
+
+                measured = session.retry(lambda row=row, artifact=artifact, example=example, edge=edge:
+                                         measure_one(session, row, artifact, example, after=edge))
+                rows.append({**measured.row, "edge_ms": edges.get("ms")})
                 if kind != "empty":
                     progress.measured += measured.row["error"] is None
                     progress.failed += measured.row["error"] is not None

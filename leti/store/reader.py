@@ -191,9 +191,10 @@ class KernelRows:
     device: str
     config_id: str
     statistic: str
-    table: pl.DataFrame  # kernel_key, kernel_type, shape, campaign, replicas, latency_ms, own_ms; sorted by kernel_key
-    """``latency_ms``: the one-kernel model's time; ``own_ms``: one copy's share less the overhead,
-    ``(latency_ms - overhead_ms) / replicas``, what a kernel adds to a network."""
+    table: pl.DataFrame  # kernel_key, kernel_type, shape, campaign, replicas, latency_ms, edge_ms, own_ms; sorted by kernel_key
+    """``latency_ms``: the one-kernel model's time; ``own_ms``: one copy's share less the overhead and
+    the model's edge conversions, ``(latency_ms - overhead_ms - edge_ms) / replicas``, what a kernel adds
+    to a network."""
     overhead_ms: float
     rows_read: int  # successful rows of the device
     other_config: int  # rows of another configuration, left out
@@ -204,7 +205,10 @@ def read_kernels(folder: str | Path, statistic: str = "min_ms", configuration: s
     """The kernel table of one device folder (``<store>/<device>/``) under one configuration.
 
     A kernel timed in several passes (the fusion tests' ``key#pass``) keeps its fastest: on a shared
-    host the minimum is the pass least disturbed. The configuration is chosen as for cells."""
+    host the minimum is the pass least disturbed. The configuration is chosen as for cells. A row's
+    ``edge_ms`` (the runtime's layout conversions at the one-kernel model's edges, which a network pays
+    once, not per kernel) is left out of the kernel's own time; a store written before that column
+    reads as having none."""
     ReadPolicy(statistic=statistic)  # checks the statistic's name
     folder = Path(folder)
     if not folder.is_dir():
@@ -220,8 +224,9 @@ def read_kernels(folder: str | Path, statistic: str = "min_ms", configuration: s
     kernels = current.filter(pl.col("kernel_type") != "empty").with_columns(pl.col("kernel_key").str.replace(r"#\d+$", ""))
     overhead = float(empty[statistic].median())
     table = (kernels.group_by("kernel_key").agg(pl.col("kernel_type").first(), pl.col("shape").first(), pl.col("campaign").first(),
-                                                 pl.col("replicas").first().fill_null(1), pl.col(statistic).min().alias("latency_ms"))
-             .with_columns(((pl.col("latency_ms") - overhead) / pl.col("replicas")).alias("own_ms")).sort("kernel_key"))
+                                                 pl.col("replicas").first().fill_null(1), pl.col(statistic).min().alias("latency_ms"),
+                                                 pl.col("edge_ms").median().fill_null(0.0))
+             .with_columns(((pl.col("latency_ms") - overhead - pl.col("edge_ms")) / pl.col("replicas")).alias("own_ms")).sort("kernel_key"))
     return KernelRows(device=str(current["device"][0]), config_id=config, statistic=statistic, table=table,
                       overhead_ms=overhead, rows_read=rows.height, other_config=rows.height - current.height,
                       repeats=kernels.height - table.height)

@@ -139,6 +139,7 @@ KERNEL_LATENCY = pa.schema(
         pa.field("campaign", pa.string(), nullable=False),  # fusion | sample | adaptive | empty
         pa.field("round", pa.int32()),  # adaptive round (0: the first samples)
         added("replicas", pa.int32()),  # copies of the kernel the timed model ran side by side (null: one)
+        added("edge_ms", pa.float64()),  # per run, the runtime's layout conversions at the model's edges (Backend.edge_ms; null: none known)
         pa.field("flops", pa.int64()),
         pa.field("bytes", pa.int64()),  # float32 bytes read and written
         pa.field("device", pa.string(), nullable=False),
