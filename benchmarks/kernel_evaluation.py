@@ -77,9 +77,47 @@ def kernel_predictors(store: Path, device: str, families: list[str]) -> tuple[di
         started = time.monotonic()
         fitted[family] = KernelPredictor(family).fit(kernels, table["own_ms"].to_numpy(), rules, data.overhead_ms)
         print(f"{device}: {family} fitted on {len(kernels)} kernels in {time.monotonic() - started:.0f} s", flush=True)
-    info = {"config_id": data.config_id, "kernels": len(kernels), "types": len({k.type for k in kernels}),
+    info = {"config_id": data.config_id, "kernels": len(kernels), "types": len({k.type for k in kernels}), "rules": rules,
             "overhead_ms": data.overhead_ms, "fused": sorted(f"{a}+{b}" for (a, b), f in rules.items() if f)}
     return fitted, info
+
+
+def onnx_runtime_rules() -> dict[tuple[str, str], bool]:
+    """Which fusion-test pairs ONNX Runtime fuses by its own account: its optimised graph of the
+    chained test model has fewer compute nodes than those of the two parts (layout reorders aside).
+    A check of the measured rules, for this runtime only (a phone's runtime says nothing of the kind)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    from leti.devices.onnxruntime_cpu import LAYOUT_NODES, export_onnx
+    from leti.measure import kernels as M
+
+    def nodes(kernel: Any, folder: Path) -> int:
+        module, example = M.build(kernel)
+        export_onnx(module.eval(), example, folder / "model.onnx", 17, "fx")
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(folder / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        return sum(node.op_type not in LAYOUT_NODES for node in onnx.load(str(folder / "optimized.onnx")).graph.node)
+
+    rules = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for first, second in M.fusion_pairs():
+            alone_first, alone_second, pair = M.pair_cases(first, second, 0)
+            rules[(first, second)] = nodes(pair, Path(folder)) < nodes(alone_first, Path(folder)) + nodes(alone_second, Path(folder))
+    return rules
+
+
+def rules_check(measured: dict[tuple[str, str], bool], runtime: dict[tuple[str, str], bool]) -> str:
+    agree = [pair for pair in runtime if measured.get(pair, False) == runtime[pair]]
+    missed = sorted("+".join(pair) for pair in runtime if runtime[pair] and not measured.get(pair, False))
+    extra = sorted("+".join(pair) for pair in runtime if not runtime[pair] and measured.get(pair, False))
+    return (f"The measured rules against ONNX Runtime's own optimised graphs of the same test models: {len(agree)} of "
+            f"{len(runtime)} pairs agree; fused by the runtime but not found: {', '.join(missed) or 'none'}; found but not "
+            f"fused by the runtime: {', '.join(extra) or 'none'}.")
 
 
 def predict_networks(networks: pl.DataFrame, fitted: dict[str, Any]) -> pl.DataFrame:
@@ -224,6 +262,7 @@ def run(devices: list[str], params: str, store: Path, results: Path, families: t
                    f"{info['overhead_ms'] * 1000:.1f} µs; fused pairs: {', '.join(info['fused']) or 'none'}."
                    + (f" Campaign cost: {cost.get('seconds', 0) / 60:.1f} min wall, {cost.get('device_seconds', 0) / 60:.1f} min in timed "
                       f"runs, {cost.get('measured', 0)} kernels." if cost else ""), "",
+                   *([rules_check(info["rules"], onnx_runtime_rules()), ""] if device.startswith("onnxruntime") else []),
                    "acc@10 % per held-out family:", "", markdown_table(rows, list(methods)), "",
                    *(["Search-space cells through the kernel path (acc@10 % on half the cells; the cell predictors and the "
                       "FLOPs line trained on the other half, the kernel views on no cell):", "",
@@ -233,7 +272,7 @@ def run(devices: list[str], params: str, store: Path, results: Path, families: t
                    f"{predictions['predict_seconds'].median():.2f} s, max {predictions['predict_seconds'].max():.2f} s of wall time "
                    f"(CPU time median {predictions['predict_cpu_seconds'].median():.2f} s, max {predictions['predict_cpu_seconds'].max():.2f} s; "
                    f"the host's other work inflates the wall time).", ""]
-        summary[device] = {"kernels": info, "campaign": cost, "acc_10pct": {r["family"]: {m: r[m] for m in methods} for r in rows},
+        summary[device] = {"kernels": {key: value for key, value in info.items() if key != "rules"}, "campaign": cost, "acc_10pct": {r["family"]: {m: r[m] for m in methods} for r in rows},
                            "cells_acc_10pct": cells,
                            "predict_seconds_median": predictions["predict_seconds"].median(),
                            "predict_cpu_seconds_median": predictions["predict_cpu_seconds"].median()}

@@ -89,6 +89,15 @@ def test_another_replication_is_another_configuration(tiny_device_config) -> Non
     assert M.config_id(device) == M.config_id(tiny_device_config("onnxruntime-cpu", **{"input_size": 16}))  # no network in it
 
 
+def test_kernels_timed_with_their_edge_conversions_known_are_another_configuration(tiny_device_config, monkeypatch) -> None:
+    from leti.devices.base import Backend
+    from leti.devices.onnxruntime_cpu import OnnxRuntimeCPU
+
+    with_edges = M.config_id(tiny_device_config("onnxruntime-cpu"))
+    monkeypatch.setattr(OnnxRuntimeCPU, "edge_ms", Backend.edge_ms)  # as before ONNX Runtime reported them
+    assert M.config_id(tiny_device_config("onnxruntime-cpu")) != with_edges
+
+
 def test_the_stand_in_phone_runs_the_kernel_campaign(phone, tiny_device_config, tmp_path) -> None:
     """The android-adb path end to end: each kernel converted to .tflite (a two-input add too), pushed
     and timed by the stand-in's benchmark_model; its rows describe the phone."""

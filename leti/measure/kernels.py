@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from leti.devices import make_backend
+from leti.devices.base import Backend
 from leti.devices.config import DeviceConfig
 from leti.features import kernels as K
 from leti.measure.session import measure_one, measuring_session
@@ -538,9 +539,12 @@ class Replication:
 
 def config_id(device: DeviceConfig, replication: Replication = Replication()) -> str:
     """What shapes a kernel's timing besides the kernel: backend, its options, the protocol and the
-    replication (a cell's ``config_id`` hashes its network too; a kernel has none)."""
-    options = make_backend(device.backend, device.options).config_options()
-    payload = {"space": "kernels", "backend": device.backend, "options": options, "protocol": device.protocol.identity()}
+    replication (a cell's ``config_id`` hashes its network too; a kernel has none). A backend that
+    reports its edge conversions (``Backend.edge_ms``) measures another own time than before it did."""
+    backend = make_backend(device.backend, device.options)
+    payload = {"space": "kernels", "backend": device.backend, "options": backend.config_options(), "protocol": device.protocol.identity()}
+    if type(backend).edge_ms is not Backend.edge_ms:
+        payload["edges"] = True
     if replication.bytes > 0:
         payload["replication"] = asdict(replication)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
