@@ -1,6 +1,6 @@
 """Network-level latency prediction on the model set, leaving whole families out.
 
-    python benchmarks/kernel_models.py measure --device torch-cpu --device onnxruntime-cpu --passes 2
+    python benchmarks/kernel_models.py measure --device torch-cpu --device onnxruntime-cpu --passes 3
     python benchmarks/kernel_models.py campaign --device onnxruntime-cpu --campaign full
     python benchmarks/kernel_models.py evaluate --device torch-cpu --device onnxruntime-cpu
 
@@ -10,7 +10,8 @@ keeps its data under ``benchmarks/data/<clock>/``.
 
 ``measure`` times every network of ``leti.model_set`` (202 variants of 15 torchvision families) and
 the popular networks of ``params.yaml`` end to end on each device, pass by pass, the devices
-interleaved (pass 1 on every device, then pass 2), so the second pass is the noise floor. It resumes:
+interleaved (pass 1 on every device, then pass 2, ...): the second against the first is the noise
+floor, and the fastest pass is the reference the evaluation scores against. It resumes:
 a rerun measures only the passes the store lacks.
 
 ``cells`` times NAS-Bench-201 and NAS-Bench-101 cells (200 each) in the pipeline's networks on each
