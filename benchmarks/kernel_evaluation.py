@@ -127,13 +127,13 @@ def predict_networks(networks: pl.DataFrame, fitted: dict[str, Any]) -> pl.DataF
 
     out = []
     flops = networks["flops"].to_numpy().astype(float)
-    first = networks["measured_ms"].to_numpy()
+    measured = networks["measured_ms"].to_numpy()
     families = networks["family"].to_numpy()
     line = np.full(len(networks), np.nan)
     for family in np.unique(families):
         others = families != family
         design = np.stack([np.ones(others.sum()), flops[others]], axis=1)
-        coefficients = np.linalg.lstsq(design, first[others], rcond=None)[0]
+        coefficients = np.linalg.lstsq(design, measured[others], rcond=None)[0]
         line[~others] = coefficients[0] + coefficients[1] * flops[~others]
     for index, row in enumerate(networks.iter_rows(named=True)):
         result = {**row, "flops_line_ms": line[index]}
