@@ -167,7 +167,11 @@ def main() -> None:
             O = features.matrix([a for a, k in zip(matrix.archs, keep) if k], "onehot", "nb201").astype(float)
             candidates = {name: f for name, f in variants(P, M, H, O).items()
                           if not args.variants or any(part in name for part in args.variants)}
-            candidates["leti's adapt (the default)"] = (
+            C = transfer.cost_features([a for a, k in zip(matrix.archs, keep) if k], "nb201")
+            costs = pretrained.cost_models()
+            candidates["leti's adapt (the default: the trunk's head blended with the cost model)"] = (
+                lambda c, y, H=H, C=C: np.log(transfer.adapt(H[c], np.exp(y), weight, bias, counts=C[c], sources=costs).predict_ms(H, C)))
+            candidates["leti's adapt, the trunk's head alone (before the cost model)"] = (
                 lambda c, y, H=H: H @ np.asarray((head := transfer.adapt(H[c], np.exp(y), weight, bias)).weight) + head.bias)
             for scales in ((0.0,), (0.0, 0.01, 0.03, 0.1, 0.3, 1.0), (0.0, 0.1, 0.3, 1.0, 3.0)):  # (0.0,): equals "heads only"
                 name = f"leti's adapt, embedding scales {'/'.join(map(str, scales))}"

@@ -278,3 +278,59 @@ def test_adapt_from_many_cells_scores_the_cells_it_held_out(store: Path, pretrai
     assert outcome["shots"] == len(CELLS) and len(transfer.held_out(len(CELLS))) == 40
     metrics = mlflow.get_run(outcome["run"]).data.metrics
     assert metrics["n_train"] == len(CELLS) and metrics["val_acc_10pct"] >= 70
+
+
+def test_live_counts_count_the_ops_a_cell_runs_on_and_off_its_paths() -> None:
+    from leti import features
+
+    # conv3x3 0->1, skip 1->3 and pool 0->3 are on paths; node 2 has only `none` inputs, so its conv1x1 is dead.
+    arch = "|nor_conv_3x3~0|+|none~0|none~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_1x1~2|"
+    counts = dict(zip(features.names("live_counts", "nb201"), features.vector(arch, "live_counts", "nb201")))
+    assert {name: value for name, value in counts.items() if value} == {
+        "live_skip_connect": 1, "live_nor_conv_3x3": 1, "live_avg_pool_3x3": 1, "dead_none": 2, "dead_nor_conv_1x1": 1}
+
+
+def test_the_cost_model_recovers_an_additive_device_from_its_shots(pretrained: Path) -> None:
+    model = transfer.Pretrained.load(pretrained)
+    counts = transfer.cost_features(CELLS, "nb201")
+    latency = np.array([DEVICES["target"](arch) for arch in CELLS])  # a sum over live and dead ops: additive in the counts
+    costs, loo = transfer.cost_model(counts[:30], latency[:30], model.cost_models())
+    error = np.abs(np.c_[np.ones(len(CELLS)), counts] @ costs / latency - 1)
+    assert np.median(error[30:]) < 0.005 and np.max(error[30:]) < 0.1 and np.median(np.abs(loo)) < 0.005, (np.median(error), np.max(error))
+    assert model.cost_models().shape == (len(model.devices), 1 + counts.shape[1])
+
+
+def test_the_blend_follows_the_cost_model_or_the_trunk_whichever_the_shots_favour(pretrained: Path) -> None:
+    model = transfer.Pretrained.load(pretrained)
+    weight, bias = model.heads()
+    embedding, counts, sources = model.embed(CELLS), transfer.cost_features(CELLS, "nb201"), model.cost_models()
+    shots, rest = np.arange(20), np.arange(20, len(CELLS))
+
+    def errors(latency: np.ndarray) -> tuple[float, float, float]:
+        alone = transfer.adapt(embedding[shots], latency[shots], weight, bias)
+        blended = transfer.adapt(embedding[shots], latency[shots], weight, bias, counts=counts[shots], sources=sources)
+        error = [float(np.median(np.abs(head.predict_ms(embedding[rest], counts[rest]) / latency[rest] - 1))) for head in (alone, blended)]
+        return error[0], error[1], blended.mix
+
+    additive = np.array([DEVICES["target"](arch) for arch in CELLS])
+    alone, blended, mix = errors(additive)
+    assert mix < 0.5 and blended < 0.5 * alone, (alone, blended, mix)
+    # A device that is one source's head (multiplicative in the ops, as the log-scale head is) keeps the trunk.
+    headlike = np.exp((embedding @ weight[2] + bias[2]) * model.scale[2] + model.shift[2])
+    alone, blended, mix = errors(headlike)
+    assert mix > 0.7 and blended < 0.02, (alone, blended, mix)
+
+
+def test_a_blended_head_saves_and_loads_and_an_older_head_still_loads(pretrained: Path, tmp_path: Path) -> None:
+    latency = np.array([DEVICES["target"](arch) for arch in CELLS])
+    model = transfer.TransferPredictor(str(pretrained)).fit(CELLS[:20], latency[:20])
+    assert model.head.costs and model.head.mix < 1.0
+    model.save_state(tmp_path)
+    loaded = transfer.TransferPredictor(str(pretrained))
+    loaded.load_state(tmp_path)
+    np.testing.assert_allclose(loaded.predict(CELLS[20:]), model.predict(CELLS[20:]), rtol=1e-6)
+    record = json.loads((tmp_path / transfer.HEAD).read_text())
+    (tmp_path / transfer.HEAD).write_text(json.dumps({key: record[key] for key in ("weight", "bias", "penalty", "shots", "info")}))
+    loaded.load_state(tmp_path)  # a head saved before the cost model: the trunk's head alone
+    embedding = loaded.model().embed(CELLS[20:])
+    np.testing.assert_allclose(loaded.predict(CELLS[20:]), np.exp(embedding @ np.asarray(record["weight"]) + record["bias"]), rtol=1e-6)

@@ -8,7 +8,10 @@ module only names and stacks them:
 - ``onehot``: the space's fixed-length encoding (NB201: a one-hot op per edge; NB101: the padded
   7x7 upper triangle and a one-hot op per vertex);
 - ``counts``: how many times the cell uses each op;
-- ``flat``: both, then the network's costs (MFLOPs, thousands of params, ...).
+- ``flat``: both, then the network's costs (MFLOPs, thousands of params, ...);
+- ``live_counts``: how many ops of each kind the cell's network runs on an input->output path, then
+  how many it runs off every such path (dead: they still cost time on an eager runtime). A network's
+  latency is close to a sum over the ops it runs, so these are the columns of an additive cost model.
 """
 
 from __future__ import annotations
@@ -49,10 +52,26 @@ def flat_names(space: str = spaces.DEFAULT) -> list[str]:
     return onehot_names(space) + op_counts_names(space) + list(spaces.get(space).COST_NAMES)
 
 
+def live_counts(arch: str, space: str = spaces.DEFAULT) -> np.ndarray:
+    network = spaces.get(space).network_graph(arch)
+    ops = spaces.get(space).OPS
+    values = np.zeros(2 * len(ops), dtype=np.float32)
+    for op, live in zip(network.nodes, network.live or ()):
+        if op in ops:
+            values[ops.index(op) + (0 if live else len(ops))] += 1
+    return values
+
+
+def live_counts_names(space: str = spaces.DEFAULT) -> list[str]:
+    ops = spaces.get(space).OPS
+    return [f"live_{op}" for op in ops] + [f"dead_{op}" for op in ops]
+
+
 FEATURE_SETS: dict[str, tuple[Callable[[str, str], np.ndarray], Callable[[str], list[str]]]] = {
     "onehot": (onehot, onehot_names),
     "counts": (op_counts, op_counts_names),
     "flat": (flat, flat_names),
+    "live_counts": (live_counts, live_counts_names),
 }
 
 
