@@ -11,11 +11,15 @@
    averaged over priors and ridge penalties weighted by how well each predicts the shots left out one
    at a time. A target like one source leans on it; one like none stays near the consensus and moves
    toward the sources the shots favour as they grow. Every term is linear in the
-   trunk's embedding, so the adapted device is one new linear head on the trunk.
+   trunk's embedding, so this part is one new linear head on the trunk.
+   That head works on the log scale, but a network's latency is close to a *sum* over the ops it runs;
+   so the head is blended (:func:`blend`) with an additive cost model of the cell's live and dead ops
+   (:func:`cost_model`, its prior the cost models of the source devices), at the share that minimises
+   the pair's leave-one-out error on the shots.
    From ``FINETUNE_SHOTS`` shots on, the trunk itself is also fine-tuned from the pretrained weights
    (:func:`finetune`), and held-out cells decide which of the two the device keeps: a device with
    plenty of data is no longer limited to what the sources' embedding can express.
-4. **Predict**: the trunk, then that head. The trunk's output for every cell the model was pretrained
+4. **Predict**: the trunk, then that head, blended with the cost model. The trunk's output for every cell the model was pretrained
    on is saved with it (``embeddings.npz``), so predicting those cells is a lookup and one product.
 
 :class:`TransferPredictor` is the ``transfer`` family: ``fit`` adapts a pretrained model (a folder
@@ -191,11 +195,12 @@ class Pretrained:
 
     def cost_models(self) -> np.ndarray:
         """Each source's additive cost model (:func:`source_costs`), fitted to its head's predictions over
-        every cell the model remembers (the cells it was pretrained on): the prior of a target's own."""
+        every cell the model remembers (the cells it was pretrained on; else ``COST_CELLS`` sampled from
+        its space): the prior of a target's own."""
         if self.costs is None:
-            if not self.known:
-                raise ValueError("the pretrained model remembers no cells to fit its sources' cost models on")
-            archs = list(self.known)
+            from leti import spaces
+
+            archs = list(self.known) or spaces.get(self.space).sample_valid(COST_CELLS, seed=0)
             self.costs = source_costs(self.predict_sources(archs), cost_features(archs, self.space))
         return self.costs
 
@@ -467,6 +472,7 @@ def source_costs(predicted_ms: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.asarray(rows)
 
 
+COST_CELLS = 2000  # cells to fit the sources' cost models on when the pretrained model remembers none
 COST_FREEDOM = 0.1  # prior variance off the sources' cost models, as a share of their mean variance
 
 
@@ -507,8 +513,8 @@ def blend(head: Head, trunk_loo: np.ndarray, counts: np.ndarray, latency_ms: np.
     """``head`` blended with the :func:`cost_model` of the same shots: the share that minimises the
     blend's relative leave-one-out error (stacking; both models' leave-one-out residuals, ``trunk_loo``
     for the head). Latency is close to a sum over the ops a network runs, which a head on the log scale
-    cannot express: LatBench's Snapdragon 450 CPU is ±10 % on 96 % of its cells by a cost model over
-    every cell, on 47 % by a log-linear one over the same counts."""
+    cannot express: LatBench's Snapdragon 450 CPU is ±10 % on 96 % of its cells by a cost model fitted
+    to every cell, on 55 % by a log-scale fit of the live ops' one-hot encoding."""
     costs, cost_loo = cost_model(counts, latency_ms, sources)
     gap = trunk_loo - cost_loo
     mix = float(np.clip(-(cost_loo @ gap) / max(float(gap @ gap), 1e-12), 0.0, 1.0))
@@ -667,8 +673,11 @@ class TransferPredictor(Predictor):
         return self.head.predict_ms(self.model().embed(archs), cost_features(archs, self.space) if self.head.costs else None)
 
     def feature_schema(self) -> dict[str, Any]:
+        from leti import features
+
         return {"input": "arch", "features": "the network graph of each cell (leti.features.graph.network_dense)",
-                "node_features": list(graphs.network_node_types(self.space)) + list(graphs.NETWORK_FLAGS)}
+                "node_features": list(graphs.network_node_types(self.space)) + list(graphs.NETWORK_FLAGS),
+                "cost_features": features.names("live_counts", self.space)}
 
     def save_state(self, folder: Path) -> None:
         """The trunk travels with the head: the saved folder predicts on its own."""

@@ -231,6 +231,7 @@ def adapt(cells: Cells, shots: list[str], pretrained: Path, pretrained_uri: str,
     experiment_id = tracking.setup(tracking.experiment_name(experiment, cells.space, cells.device))
     with mlflow.start_run(run_name=f"adapt-{len(shots)}-shots", tags=tags) as run, tempfile.TemporaryDirectory(prefix="leti-adapt-") as scratch:
         mlflow.log_params(tracking.flat_params({"family": "transfer", "transfer.shots": len(shots), "transfer.penalty": predictor.head.penalty,
+                                                "transfer.mix": predictor.head.mix,
                                                 "transfer.sources": model.devices}))
         mlflow.log_metrics(metrics)
         mlflow.log_text(shot_text, "shots.txt")
