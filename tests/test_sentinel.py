@@ -4,8 +4,10 @@ seeded order, concurrent campaigns, and stores written before any of it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from measure_helpers import FAST_PROTOCOL, TINY_NETWORK, tiny_device_config  # n
 from leti import spaces
 from leti.cli import main
 from leti.devices import BACKENDS
-from leti.devices.base import Backend, Protocol, Timing
+from leti.devices.base import HOST_CPU, Backend, Protocol, Timing
 from leti.measure import campaign, sentinel
+from leti.measure.session import resource_lock
 from leti.measure.sentinel import SentinelPolicy
 from leti.reports.investigation import analysis, data
 from leti.spaces import nb201
@@ -186,12 +189,28 @@ def test_bad_sentinel_settings_and_a_sentinel_that_fails_are_one_line_each(tmp_p
     assert not list((tmp_path / "store").rglob("*.parquet"))  # nothing was written
 
 
-def test_two_campaigns_at_once_share_the_cells_and_never_time_together(tmp_path) -> None:
+def waiting_on_locks(process: subprocess.Popen, folder: Path) -> bool:
+    """Whether ``process`` has a lock file of ``folder`` open (it opens one only to take it)."""
+    try:
+        return any(Path(os.readlink(fd)).parent == folder for fd in Path(f"/proc/{process.pid}/fd").iterdir())
+    except OSError:  # a descriptor closed while we looked
+        return False
+
+
+def test_two_campaigns_at_once_share_the_cells_and_never_time_together(tmp_path, monkeypatch) -> None:
     params = write_params(tmp_path / "params.yaml", part_size=5, sentinel={"threshold": 10.0})
     archs = nb201.sample_valid(30, seed=8)
     command = [sys.executable, "-m", "leti", "measure", "--device", "cpu", "--params", str(params), "--store",
                str(tmp_path / "store"), "--no-progress", *[f"--arch={arch}" for arch in archs]]
-    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    monkeypatch.setenv("LETI_LOCK_DIR", str(tmp_path))  # this test's own locks, inherited by both campaigns
+    # Both start while the test holds this host's CPU: neither can time a cell before the other is
+    # waiting too (on a busy machine one campaign's imports could otherwise outlast the other's run).
+    with resource_lock(HOST_CPU):
+        both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        deadline = time.monotonic() + 300
+        while not all(waiting_on_locks(process, tmp_path / "leti-locks") for process in both):
+            assert time.monotonic() < deadline and all(process.poll() is None for process in both), "a campaign never reached the locks"
+            time.sleep(0.1)
     outputs = [process.communicate(timeout=600) for process in both]
     assert [process.returncode for process in both] == [0, 0], outputs
     summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
