@@ -58,3 +58,19 @@ def test_rule_from_params_rejects_unknown_keys() -> None:
     assert Rule.from_params({"metric": "val_mape", "greater_is_better": False}).describe() == "lowest val_mape"
     with pytest.raises(ValueError, match="unknown keys"):
         Rule.from_params({"metrc": "val_mape"})
+
+
+def test_the_kernel_metrics_name_the_standing_champion_when_a_run_does_not_replace_it() -> None:
+    from types import SimpleNamespace
+
+    from leti.tracking.kernels import champion_family
+    from leti.tracking.registry import Decision
+
+    class Client:
+        def get_run(self, run_id: str) -> SimpleNamespace:
+            return SimpleNamespace(data=SimpleNamespace(params={"family": {"old": "xgboost"}.get(run_id, "?")}))
+
+    candidate = Candidate("new", "runs:/new/model", "linear", 9.0, {})
+    assert champion_family(Client(), Decision(False, "does not beat", candidate, Champion("2", "old", 8.0, {}), "2")) == "xgboost"
+    assert champion_family(Client(), Decision(True, "beats", candidate, Champion("2", "old", 10.0, {}), "3")) == "linear"
+    assert champion_family(Client(), Decision(False, "no candidate scored", candidate, None, None)) is None

@@ -46,6 +46,16 @@ class KernelPredictorModel(mlflow.pyfunc.PythonModel):
         return pd.Series([networks.predict(spec) for spec in model_input["model"]], name="predicted_ms", dtype="float64")
 
 
+def champion_family(client: Any, decision: registry.Decision) -> str | None:
+    """The family of the champion after ``decision``: this run's candidate when it was registered,
+    else the standing champion's (from its run's params), so the metrics file names what predicts."""
+    if decision.register:
+        return decision.candidate.name
+    if decision.previous is None:
+        return None
+    return client.get_run(decision.previous.run_id).data.params.get("family")
+
+
 def log_kernel_predictor(folder: Path, name: str, metadata: dict[str, Any], example_models: list[str] = EXAMPLE_MODELS) -> Any:
     """Log a saved kernel predictor in the active run as a pyfunc; MLflow's ``ModelInfo``. Example
     networks whose kernel types the predictor lacks are left out of the input example."""
@@ -162,6 +172,6 @@ def train_kernels(training: KernelTraining, device: str, models: Path) -> dict[s
         "device": device, "config_id": data.config_id, "statistic": data.statistic, "kernels": len(kernels),
         "kernel_types": len({k.type for k in kernels}), "overhead_ms": data.overhead_ms,
         "fused": sorted(f"{a}+{b}" for (a, b), fused in training.rules.items() if fused), "families": families,
-        "model": name, "champion": decision.candidate.name if decision.register else None, "registered": decision.register,
+        "model": name, "champion": champion_family(client, decision), "registered": decision.register,
         "champion_version": decision.version, "reason": decision.reason, "experiment": experiment_id, "parent_run": parent.info.run_id,
     }
