@@ -173,7 +173,7 @@ def single(args: argparse.Namespace) -> None:
             if key in done:
                 continue
             parts = evaluation.split(len(archs), 900, 100, seed)
-            if tuple(key) in earlier:  # the GCN's figures of an earlier run (same split, seed and code)
+            if tuple(key) in earlier:  # an earlier run's GCN figures, same target, seed and split (the caller vouches for its code)
                 gcn_metrics = {"acc_10pct": earlier[tuple(key)]["gcn_acc_10pct"], "spearman": earlier[tuple(key)]["gcn_spearman"]}
             else:
                 gcn = predictors.make_predictor("gcn", **predictors.with_defaults("gcn", {}, {"seed": seed, "space": "nb201"}))

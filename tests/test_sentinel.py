@@ -190,7 +190,8 @@ def test_bad_sentinel_settings_and_a_sentinel_that_fails_are_one_line_each(tmp_p
 
 
 def waiting_on_locks(process: subprocess.Popen, folder: Path) -> bool:
-    """Whether ``process`` has a lock file of ``folder`` open (it opens one only to take it)."""
+    """Whether ``process`` has a lock file of ``folder`` open: it opens one only to take it, so it is
+    waiting for the store's lock or holding it while it waits for the CPU's."""
     try:
         return any(Path(os.readlink(fd)).parent == folder for fd in Path(f"/proc/{process.pid}/fd").iterdir())
     except OSError:  # a descriptor closed while we looked
@@ -205,13 +206,19 @@ def test_two_campaigns_at_once_share_the_cells_and_never_time_together(tmp_path,
     monkeypatch.setenv("LETI_LOCK_DIR", str(tmp_path))  # this test's own locks, inherited by both campaigns
     # Both start while the test holds this host's CPU: neither can time a cell before the other is
     # waiting too (on a busy machine one campaign's imports could otherwise outlast the other's run).
-    with resource_lock(HOST_CPU):
-        both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        deadline = time.monotonic() + 300
-        while not all(waiting_on_locks(process, tmp_path / "leti-locks") for process in both):
-            assert time.monotonic() < deadline and all(process.poll() is None for process in both), "a campaign never reached the locks"
-            time.sleep(0.1)
-    outputs = [process.communicate(timeout=600) for process in both]
+    both: list[subprocess.Popen] = []
+    try:
+        with resource_lock(HOST_CPU):
+            both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            deadline = time.monotonic() + 300
+            while not all(waiting_on_locks(process, tmp_path / "leti-locks") for process in both):
+                assert time.monotonic() < deadline and all(process.poll() is None for process in both), "a campaign never reached the locks"
+                time.sleep(0.1)
+        outputs = [process.communicate(timeout=600) for process in both]
+    finally:
+        for process in both:
+            if process.poll() is None:  # a failed assertion leaves no campaign behind
+                process.kill()
     assert [process.returncode for process in both] == [0, 0], outputs
     summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert sum(s["measured"] for s in summaries) == 30 and all(s["measured"] > 0 for s in summaries)  # the work was shared

@@ -19,7 +19,8 @@
    From ``FINETUNE_SHOTS`` shots on, the trunk itself is also fine-tuned from the pretrained weights
    (:func:`finetune`), and held-out cells decide which of the two the device keeps: a device with
    plenty of data is no longer limited to what the sources' embedding can express.
-4. **Predict**: the trunk, then that head, blended with the cost model. The trunk's output for every cell the model was pretrained
+4. **Predict**: the trunk, then that head, blended with the cost model (a fine-tuned trunk's head
+   predicts alone). The trunk's output for every cell the model was pretrained
    on is saved with it (``embeddings.npz``), so predicting those cells is a lookup and one product.
 
 :class:`TransferPredictor` is the ``transfer`` family: ``fit`` adapts a pretrained model (a folder
@@ -131,7 +132,7 @@ class Pretrained:
     def remember(self, archs: Sequence[str]) -> None:
         """Keep the trunk's output for ``archs`` (the cells it learned), so predicting them later is a lookup."""
         archs = list(dict.fromkeys(archs))
-        self.known, self.known_rows = {}, None
+        self.known, self.known_rows, self.costs = {}, None, None  # the sources' cost models are refitted on these cells
         self.known_rows = self.embed(archs).astype(np.float32)
         self.known = {arch: row for row, arch in enumerate(archs)}
 
@@ -405,7 +406,11 @@ def adapt(embedding: np.ndarray, latency_ms: np.ndarray, weight: np.ndarray, bia
     validation devices, averaging the penalties beat taking the best one at k = 5, letting one source
     be the prior beat the mean alone at every k (5: +0.02 Spearman), and the scales 0–30 % were better
     than or equal to the heads alone in 9 of 10 (group, k) means from k = 5 to 100. Every fit is
-    linear in ``h``, so the average is one linear head."""
+    linear in ``h``, so the average is one linear head.
+
+    Given the shots' ``counts`` (:func:`cost_features`) and the sources' cost models ``sources``
+    (:meth:`Pretrained.cost_models`), that head is then blended with the shots' additive cost model
+    (:func:`blend`); without them it is returned alone."""
     y = np.log(np.asarray(latency_ms, dtype=np.float64))
     if len(y) < 3:
         raise ValueError(f"adapting to a device needs at least 3 measured cells, got {len(y)}")
@@ -586,7 +591,9 @@ def finetune(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarra
     linear.load_state_dict(best[2])
     trunk.eval()
     weight = linear.weight.detach().double().numpy()[0]
-    tuned = Head(weight.tolist(), float(linear.bias.detach()), head.penalty, len(target), {**head.info, "finetuned": True})
+    blend_keys = ("mix", "trunk_loo_mse", "cost_loo_mse")  # the fine-tuned head predicts alone, unblended
+    info = {key: value for key, value in head.info.items() if key not in blend_keys}
+    tuned = Head(weight.tolist(), float(linear.bias.detach()), head.penalty, len(target), {**info, "finetuned": True})
     return trunk, tuned, best[0]
 
 
@@ -596,7 +603,7 @@ def held_out(cells: int, config: FinetuneConfig = FinetuneConfig()) -> np.ndarra
     return np.sort(np.random.default_rng(config.seed).permutation(cells)[: max(2, int(config.holdout * cells))])
 
 
-def log_error(embedding: np.ndarray, head: Head, latency_ms: np.ndarray, counts: np.ndarray | None = None) -> float:
+def log_error(embedding: np.ndarray, head: Head, latency_ms: np.ndarray, counts: np.ndarray) -> float:
     """Mean squared error of ``head``'s log latency on cells with this trunk ``embedding`` (and these
     :func:`cost_features`, when the head blends in a cost model)."""
     return float(np.mean((np.log(head.predict_ms(embedding, counts)) - np.log(latency_ms)) ** 2))
@@ -675,9 +682,11 @@ class TransferPredictor(Predictor):
     def feature_schema(self) -> dict[str, Any]:
         from leti import features
 
-        return {"input": "arch", "features": "the network graph of each cell (leti.features.graph.network_dense)",
-                "node_features": list(graphs.network_node_types(self.space)) + list(graphs.NETWORK_FLAGS),
-                "cost_features": features.names("live_counts", self.space)}
+        schema = {"input": "arch", "features": "the network graph of each cell (leti.features.graph.network_dense)",
+                  "node_features": list(graphs.network_node_types(self.space)) + list(graphs.NETWORK_FLAGS)}
+        if self.head is None or self.head.costs:
+            schema["cost_features"] = features.names("live_counts", self.space)
+        return schema
 
     def save_state(self, folder: Path) -> None:
         """The trunk travels with the head: the saved folder predicts on its own."""
@@ -731,10 +740,10 @@ def evaluate(pretrained: Pretrained, archs: Sequence[str], latency_ms: np.ndarra
     chosen = design_shots(embedding, shots, seed, design)
     rest = np.setdiff1d(np.arange(len(archs)), chosen)
     weight, bias = pretrained.heads()
+    counts, sources = cost_features(archs, pretrained.space), pretrained.cost_models()  # once per model and cell: not timed
     start = time.perf_counter()
     if shots < FINETUNE_SHOTS:
-        counts = cost_features(archs, pretrained.space)
-        head = adapt(embedding[chosen], latency_ms[chosen], weight, bias, counts=counts[chosen], sources=pretrained.cost_models())
+        head = adapt(embedding[chosen], latency_ms[chosen], weight, bias, counts=counts[chosen], sources=sources)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
         predicted = head.predict_ms(embedding, counts)

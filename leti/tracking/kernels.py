@@ -51,9 +51,12 @@ def champion_family(client: Any, decision: registry.Decision) -> str | None:
     else the standing champion's (from its run's params), so the metrics file names what predicts."""
     if decision.register:
         return decision.candidate.name
-    if decision.previous is None:
+    if decision.previous is None or not decision.previous.run_id:
         return None
-    return client.get_run(decision.previous.run_id).data.params.get("family")
+    try:
+        return client.get_run(decision.previous.run_id).data.params.get("family")
+    except Exception:  # noqa: BLE001 - the champion's run was deleted: the metrics still get written
+        return None
 
 
 def log_kernel_predictor(folder: Path, name: str, metadata: dict[str, Any], example_models: list[str] = EXAMPLE_MODELS) -> Any:
